@@ -1,0 +1,63 @@
+/*
+ * asm/abi.h: the constants that asm/percpu_x86_64.S shares with Rust.
+ *
+ * Every value here has a Rust twin. build.rs turns this file into
+ * `$OUT_DIR/abi_h.rs`, and src/rseq/abi.rs and src/percpu.rs assert at compile
+ * time that each twin (an `offset_of!` or a `const`) equals the value here.
+ * Change one side and the build fails until the other follows.
+ */
+#ifndef RSEQALLOC_ABI_H
+#define RSEQALLOC_ABI_H
+
+/* glibc's RSEQ_SIG on x86: the kernel compares it with the 4 bytes before
+ * every abort handler (kernel/rseq.c, rseq_get_rseq_cs()). */
+#define RSEQ_SIG 0x53053053
+
+/* struct rseq (include/uapi/linux/rseq.h): the fields we read or write. */
+#define RSEQ_OFF_CPU_ID 4
+#define RSEQ_OFF_RSEQ_CS 8
+#define RSEQ_OFF_MM_CID 24
+#define RSEQ_AREA_SIZE 32
+
+/* struct rseq_cs: version, flags, start_ip, post_commit_offset, abort_ip. */
+#define RSEQ_CS_SIZE 32
+
+/* One per-CPU region is 1 << REGION_SHIFT bytes:
+ *   [0, 64)           RegionMeta (lock, hit counters, slow-path counters)
+ *   [64, 64 + 8*N)    one 8-byte ClassHeader per size class
+ *   [FIRST_SLOT*8, )  object pointer slots, partitioned among the classes */
+#define REGION_SHIFT 17
+#define META_OFF_ALLOC_HITS 8
+#define META_OFF_FREE_HITS 16
+#define HEADERS_OFF 64
+
+/* ClassHeader: {u16 current, u16 aux, u16 end, u16 begin}, slot indices
+ * from the region start. Pop needs current > begin; push needs current < end.
+ * The critical sections only ever store `current`. */
+#define HDR_OFF_CURRENT 0
+#define HDR_OFF_END 4
+#define HDR_OFF_BEGIN 6
+#define HDR_SIZE 8
+
+/* The control block `rseqalloc_ctl` (Rust: rseq::cs::Ctl), written once by
+ * the init code and read by every critical section. Until init publishes
+ * `cs_off`, it is 0 and every section reports a miss. */
+#define CTL_OFF_CS_OFF 0
+#define CTL_OFF_IDX_OFF 8
+#define CTL_OFF_SLABS 16
+#define CTL_OFF_NCPU 24
+#define CTL_SIZE 64
+
+/* Our own thread-local rseq area (used when glibc did not register one) and
+ * the word after it that records this thread's registration state. */
+#define OWN_TLS_OFF_STATE 32
+#define OWN_TLS_SIZE 64
+
+/* Restart counters: one per critical section, indexed by these. */
+#define SITE_POP 0
+#define SITE_PUSH 1
+#define SITE_POP_BATCH 2
+#define SITE_PUSH_BATCH 3
+#define NUM_SITES 4
+
+#endif

@@ -1,0 +1,329 @@
+/*
+ * asm/percpu_x86_64.S: the restartable critical sections of rseqalloc's
+ * per-CPU caches, for x86-64 Linux.
+ *
+ * Each section pushes or pops object pointers on one size class's stack in
+ * the current CPU's region (src/percpu.rs draws the layout). The kernel runs
+ * it as if alone on its CPU: if the thread is preempted, migrated or
+ * signalled between `start` and `commit`, the kernel moves it to `abort`
+ * before it returns to user space (kernel/rseq.c, rseq_ip_fixup()).
+ *
+ *        arm:    rseq->rseq_cs = &descriptor      (outside: a restart re-arms)
+ *        start:  idx = rseq->cpu_id or mm_cid     (read inside: it is current)
+ *                if idx >= ncpu: return miss      (covers -1, -2, hot-plug)
+ *                region = slabs + idx << REGION_SHIFT
+ *                ... loads, slot writes nobody can see yet ...
+ *                header.current = new value       <- the single commit store
+ *        commit: return
+ *
+ *        .long RSEQ_SIG                           (checked by the kernel)
+ *        abort:  restarts[site] += 1; goto arm    (never on the fast path)
+ *
+ * Rules every section keeps: its last instruction is its only committing
+ * store; it makes no call and no syscall; it never writes the kernel's
+ * fields of struct rseq (only rseq_cs, which is ours); its inputs stay in
+ * registers it does not modify, so the abort path simply starts over.
+ *
+ * Each section's 32-byte descriptor goes in section __rseq_cs and a pointer to
+ * it in __rseq_cs_ptr_array, the conventions debuggers, DynamoRIO and our own
+ * test (tests/rseq_cs_section.rs) use to find every section.
+ *
+ * Constants come from abi.h; src/rseq/cs.rs declares these functions to Rust
+ * with their safety contracts.
+ */
+#include "abi.h"
+
+#define CTL_CS_OFF  (rseqalloc_ctl + CTL_OFF_CS_OFF)(%rip)
+#define CTL_IDX_OFF (rseqalloc_ctl + CTL_OFF_IDX_OFF)(%rip)
+#define CTL_SLABS   (rseqalloc_ctl + CTL_OFF_SLABS)(%rip)
+#define CTL_NCPU    (rseqalloc_ctl + CTL_OFF_NCPU)(%rip)
+#define CURRENT(region) (HEADERS_OFF + HDR_OFF_CURRENT)(region, %rdi, HDR_SIZE)
+#define END(region)     (HEADERS_OFF + HDR_OFF_END)(region, %rdi, HDR_SIZE)
+#define BEGIN(region)   (HEADERS_OFF + HDR_OFF_BEGIN)(region, %rdi, HDR_SIZE)
+
+/* ------------------------------------------------------------------------ */
+/* Helper macros                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* FUNCTION_BEGIN(name): a hidden, 16-byte aligned function with CFI. */
+.macro FUNCTION_BEGIN name
+	.text
+	.globl \name
+	.hidden \name
+	.type \name, @function
+	.p2align 4
+\name:
+	.cfi_startproc
+.endm
+
+.macro FUNCTION_END name
+	.cfi_endproc
+	.size \name, . - \name
+.endm
+
+/* RSEQ_DESCRIPTOR(name): emits name's struct rseq_cs {version 0, flags 0,
+ * start_ip, post_commit_offset, abort_ip} into __rseq_cs and a pointer to it
+ * into __rseq_cs_ptr_array. Expects labels .L<name>_start, _commit, _abort. */
+.macro RSEQ_DESCRIPTOR name
+	.pushsection __rseq_cs, "aw"
+	.balign RSEQ_CS_SIZE
+.L\name\()_cs:
+	.long 0, 0
+	.quad .L\name\()_start
+	.quad .L\name\()_commit - .L\name\()_start
+	.quad .L\name\()_abort
+	.popsection
+	.pushsection __rseq_cs_ptr_array, "aw"
+	.balign 8
+	.quad .L\name\()_cs
+	.popsection
+.endm
+
+/* ARM(name, scratch): publish name's descriptor in this thread's rseq area,
+ * or return `miss` (0) if init has not published the area's offset yet. */
+.macro ARM name, miss
+	movq CTL_CS_OFF, %rax
+	testq %rax, %rax
+	jz \miss
+	leaq .L\name\()_cs(%rip), %rcx
+	movq %rcx, %fs:(%rax)
+.endm
+
+/* REGION(reg, miss): inside a section, load this CPU's index, bounds-check it
+ * and turn it into the address of this CPU's region. */
+.macro REGION reg, reg32, miss
+	movq CTL_IDX_OFF, \reg
+	movl %fs:(\reg), \reg32
+	cmpl CTL_NCPU, \reg32
+	jae \miss
+	shlq $REGION_SHIFT, \reg
+	addq CTL_SLABS, \reg
+.endm
+
+/* ABORT(name, site): the signed abort handler. The signature is hidden in a
+ * `nopl RSEQ_SIG(%rip)` so that a disassembler or a stray fall-through sees
+ * a harmless instruction; the kernel reads the 4 bytes at abort_ip - 4. */
+.macro ABORT name, site
+	.byte 0x0f, 0x1f, 0x05
+	.long RSEQ_SIG
+.L\name\()_abort:
+	lock incq (rseqalloc_restarts + 8 * \site)(%rip)
+	jmp \name
+.endm
+
+/* ------------------------------------------------------------------------ */
+/* Critical sections                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * void *rseqalloc_cs_pop(size_t class)
+ *   rdi = class. Returns the top object of this CPU's stack for `class`, or
+ *   NULL if the stack is empty, locked, or the thread has no usable index.
+ *   Clobbers rax, rcx, rdx.
+ */
+FUNCTION_BEGIN rseqalloc_cs_pop
+	ARM rseqalloc_cs_pop, .Lrseqalloc_cs_pop_miss
+.Lrseqalloc_cs_pop_start:
+	REGION %rdx, %edx, .Lrseqalloc_cs_pop_miss
+	movzwl CURRENT(%rdx), %ecx
+	cmpw BEGIN(%rdx), %cx
+	jbe .Lrseqalloc_cs_pop_miss
+	movq -8(%rdx, %rcx, 8), %rax
+	decl %ecx
+	incq META_OFF_ALLOC_HITS(%rdx)
+	movw %cx, CURRENT(%rdx)
+.Lrseqalloc_cs_pop_commit:
+	ret
+.Lrseqalloc_cs_pop_miss:
+	xorl %eax, %eax
+	ret
+	ABORT rseqalloc_cs_pop, SITE_POP
+FUNCTION_END rseqalloc_cs_pop
+RSEQ_DESCRIPTOR rseqalloc_cs_pop
+
+/*
+ * bool rseqalloc_cs_push(size_t class, void *object)
+ *   rdi = class, rsi = object. Pushes `object` on this CPU's stack for
+ *   `class`; returns 1, or 0 if the stack is full, locked, or unusable.
+ *   Clobbers rax, rcx, rdx.
+ */
+FUNCTION_BEGIN rseqalloc_cs_push
+	ARM rseqalloc_cs_push, .Lrseqalloc_cs_push_miss
+.Lrseqalloc_cs_push_start:
+	REGION %rdx, %edx, .Lrseqalloc_cs_push_miss
+	movzwl CURRENT(%rdx), %ecx
+	cmpw END(%rdx), %cx
+	jae .Lrseqalloc_cs_push_miss
+	movq %rsi, (%rdx, %rcx, 8)
+	incl %ecx
+	incq META_OFF_FREE_HITS(%rdx)
+	movw %cx, CURRENT(%rdx)
+.Lrseqalloc_cs_push_commit:
+	movl $1, %eax
+	ret
+.Lrseqalloc_cs_push_miss:
+	xorl %eax, %eax
+	ret
+	ABORT rseqalloc_cs_push, SITE_PUSH
+FUNCTION_END rseqalloc_cs_push
+RSEQ_DESCRIPTOR rseqalloc_cs_push
+
+/*
+ * size_t rseqalloc_cs_pop_batch(size_t class, void **out, size_t n)
+ *   rdi = class, rsi = out, rdx = n. Moves k = min(n, stack depth) objects
+ *   from the top of this CPU's stack to out[0..k] and returns k; one commit.
+ *   Clobbers rax, rcx, r8-r11.
+ */
+FUNCTION_BEGIN rseqalloc_cs_pop_batch
+	testq %rdx, %rdx
+	jz .Lrseqalloc_cs_pop_batch_miss
+	ARM rseqalloc_cs_pop_batch, .Lrseqalloc_cs_pop_batch_miss
+.Lrseqalloc_cs_pop_batch_start:
+	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_miss
+	movzwl CURRENT(%r8), %ecx
+	movzwl BEGIN(%r8), %r9d
+	movq %rcx, %rax
+	subq %r9, %rax			/* depth; <= 0 when empty or locked */
+	jle .Lrseqalloc_cs_pop_batch_miss
+	cmpq %rdx, %rax
+	cmovaq %rdx, %rax		/* k = min(n, depth) */
+	xorl %r10d, %r10d
+1:	decq %rcx
+	movq (%r8, %rcx, 8), %r11
+	movq %r11, (%rsi, %r10, 8)
+	incq %r10
+	cmpq %rax, %r10
+	jb 1b
+	movw %cx, CURRENT(%r8)
+.Lrseqalloc_cs_pop_batch_commit:
+	ret
+.Lrseqalloc_cs_pop_batch_miss:
+	xorl %eax, %eax
+	ret
+	ABORT rseqalloc_cs_pop_batch, SITE_POP_BATCH
+FUNCTION_END rseqalloc_cs_pop_batch
+RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch
+
+/*
+ * size_t rseqalloc_cs_push_batch(size_t class, void *const *items, size_t n)
+ *   rdi = class, rsi = items, rdx = n. Pushes items[0..k], k = min(n, free
+ *   slots), on this CPU's stack and returns k; one commit.
+ *   Clobbers rax, rcx, r8-r11.
+ */
+FUNCTION_BEGIN rseqalloc_cs_push_batch
+	testq %rdx, %rdx
+	jz .Lrseqalloc_cs_push_batch_miss
+	ARM rseqalloc_cs_push_batch, .Lrseqalloc_cs_push_batch_miss
+.Lrseqalloc_cs_push_batch_start:
+	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_miss
+	movzwl CURRENT(%r8), %ecx
+	movzwl END(%r8), %eax
+	subq %rcx, %rax			/* free slots; <= 0 when full or locked */
+	jle .Lrseqalloc_cs_push_batch_miss
+	cmpq %rdx, %rax
+	cmovaq %rdx, %rax		/* k = min(n, free slots) */
+	xorl %r10d, %r10d
+1:	movq (%rsi, %r10, 8), %r11
+	movq %r11, (%r8, %rcx, 8)
+	incq %rcx
+	incq %r10
+	cmpq %rax, %r10
+	jb 1b
+	movw %cx, CURRENT(%r8)
+.Lrseqalloc_cs_push_batch_commit:
+	ret
+.Lrseqalloc_cs_push_batch_miss:
+	xorl %eax, %eax
+	ret
+	ABORT rseqalloc_cs_push_batch, SITE_PUSH_BATCH
+FUNCTION_END rseqalloc_cs_push_batch
+RSEQ_DESCRIPTOR rseqalloc_cs_push_batch
+
+/* ------------------------------------------------------------------------ */
+/* Thread-pointer helpers (no critical sections)                            */
+/* ------------------------------------------------------------------------ */
+
+/* intptr_t rseqalloc_own_tls_offset(void): the offset of this module's
+ * initial-exec TLS block (own rseq area + state word) from the thread
+ * pointer. The same for every thread, so init stores it once. */
+FUNCTION_BEGIN rseqalloc_own_tls_offset
+	movq rseqalloc_own_tls@gottpoff(%rip), %rax
+	ret
+FUNCTION_END rseqalloc_own_tls_offset
+
+/* void *rseqalloc_thread_pointer(void): this thread's %fs base (glibc keeps
+ * it at %fs:0, tcbhead_t.tcb). */
+FUNCTION_BEGIN rseqalloc_thread_pointer
+	movq %fs:0, %rax
+	ret
+FUNCTION_END rseqalloc_thread_pointer
+
+/* bool rseqalloc_glibc_rseq(intptr_t *offset, unsigned *size): reads glibc's
+ * __rseq_offset and __rseq_size (glibc >= 2.35). They are weak references:
+ * on an older glibc they resolve to 0 and this returns 0. Stable Rust has no
+ * weak linkage, and dlsym may allocate, hence this helper. */
+	.weak __rseq_offset
+	.weak __rseq_size
+FUNCTION_BEGIN rseqalloc_glibc_rseq
+	movq __rseq_size@GOTPCREL(%rip), %rax
+	testq %rax, %rax
+	jz 1f
+	movl (%rax), %eax
+	movl %eax, (%rsi)
+	movq __rseq_offset@GOTPCREL(%rip), %rax
+	testq %rax, %rax
+	jz 1f
+	movq (%rax), %rax
+	movq %rax, (%rdi)
+	movl $1, %eax
+	ret
+1:	xorl %eax, %eax
+	ret
+FUNCTION_END rseqalloc_glibc_rseq
+
+/* ------------------------------------------------------------------------ */
+/* Data                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The control block (Rust: rseq::cs::Ctl). Zero until init publishes it. */
+	.bss
+	.globl rseqalloc_ctl
+	.hidden rseqalloc_ctl
+	.type rseqalloc_ctl, @object
+	.balign 64
+rseqalloc_ctl:
+	.zero CTL_SIZE
+	.size rseqalloc_ctl, CTL_SIZE
+
+/* Restart counters, bumped only on abort paths. */
+	.globl rseqalloc_restarts
+	.hidden rseqalloc_restarts
+	.type rseqalloc_restarts, @object
+	.balign 64
+rseqalloc_restarts:
+	.zero 8 * NUM_SITES
+	.size rseqalloc_restarts, 8 * NUM_SITES
+
+/* Our own struct rseq, registered only where glibc did not register one.
+ * It is initialised TLS (.tdata), not .tbss: a new thread starts with
+ * cpu_id = mm_cid = -1 (RSEQ_CPU_ID_UNINITIALIZED), so every section misses
+ * until the slow path has registered the thread. The state word after it
+ * (src/rseq/mod.rs, OwnState) starts at 0, "not tried". */
+	.section .tdata, "awT", @progbits
+	.globl rseqalloc_own_tls
+	.hidden rseqalloc_own_tls
+	.type rseqalloc_own_tls, @object
+	.balign RSEQ_AREA_SIZE
+rseqalloc_own_tls:
+	.long 0			/* cpu_id_start */
+	.long -1		/* cpu_id */
+	.quad 0			/* rseq_cs */
+	.long 0			/* flags */
+	.long 0			/* node_id */
+	.long -1		/* mm_cid */
+	.long 0			/* padding */
+	.long 0			/* state word (OWN_TLS_OFF_STATE) */
+	.zero OWN_TLS_SIZE - OWN_TLS_OFF_STATE - 4
+	.size rseqalloc_own_tls, OWN_TLS_SIZE
+
+	.section .note.GNU-stack, "", @progbits

@@ -1,0 +1,134 @@
+//! Runtime options: the `RSEQALLOC_*` environment variables, read once at
+//! init without allocating. Each variable has one row in `VARIABLES`, which
+//! the README mirrors and `RSEQALLOC_VERBOSE=1` prints.
+
+use crate::os;
+use core::ffi::CStr;
+
+/// Which per-CPU machinery the process may use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ModeRequest {
+    /// rseq when the kernel and the thread registration allow it, else the fallback.
+    Auto,
+    /// rseq; if it is unavailable, a warning is printed and the fallback runs.
+    Rseq,
+    /// Never enter a critical section (debuggers, valgrind, rr).
+    Fallback,
+}
+
+/// The options in force, read once by `Config::from_env`.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// `RSEQALLOC_MODE`.
+    pub mode: ModeRequest,
+    /// `RSEQALLOC_MMCID`: index caches by `mm_cid` where the kernel offers it.
+    pub use_mm_cid: bool,
+    /// `RSEQALLOC_CPU_CACHE_BYTES`: bytes of objects one CPU's cache may hold.
+    pub cpu_cache_bytes: usize,
+    /// `RSEQALLOC_VERBOSE`: print the chosen mode and options at init.
+    pub verbose: bool,
+}
+
+/// Default per-CPU cache budget. TCMalloc uses 1.5 MiB (`kMaxCpuCacheSize`);
+/// we start lower because a cache that misses grows within it anyway.
+pub const DEFAULT_CPU_CACHE_BYTES: usize = 1 << 20;
+
+/// One documented variable: name, default, meaning.
+pub struct Variable {
+    /// The environment variable.
+    pub name: &'static CStr,
+    /// Its default as the user would write it.
+    pub default: &'static str,
+    /// One line on what it does.
+    pub doc: &'static str,
+}
+
+/// Every variable rseqalloc reads.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: c"RSEQALLOC_MODE",
+        default: "auto",
+        doc: "auto | rseq | fallback: fallback never enters a critical section (use under gdb)",
+    },
+    Variable {
+        name: c"RSEQALLOC_MMCID",
+        default: "1",
+        doc: "1: index caches by mm_cid when the kernel offers it; 0: by CPU id",
+    },
+    Variable {
+        name: c"RSEQALLOC_CPU_CACHE_BYTES",
+        default: "1048576",
+        doc: "bytes of free objects one CPU's cache may hold (4096 .. 268435456)",
+    },
+    Variable {
+        name: c"RSEQALLOC_VERBOSE",
+        default: "0",
+        doc: "1: print the mode and every option to stderr at init",
+    },
+];
+
+impl Config {
+    /// Reads the environment. A malformed value is reported on stderr and
+    /// replaced by its default, so a typo never stops the program.
+    pub fn from_env() -> Config {
+        let mode = match os::getenv(c"RSEQALLOC_MODE") {
+            None | Some(b"auto") | Some(b"") => ModeRequest::Auto,
+            Some(b"rseq") => ModeRequest::Rseq,
+            Some(b"fallback") => ModeRequest::Fallback,
+            Some(_) => {
+                warn(c"RSEQALLOC_MODE", b"auto, rseq or fallback");
+                ModeRequest::Auto
+            }
+        };
+        Config {
+            mode,
+            use_mm_cid: flag(c"RSEQALLOC_MMCID", true),
+            cpu_cache_bytes: number(c"RSEQALLOC_CPU_CACHE_BYTES", DEFAULT_CPU_CACHE_BYTES, 4096, 1 << 28),
+            verbose: flag(c"RSEQALLOC_VERBOSE", false),
+        }
+    }
+}
+
+fn flag(name: &CStr, default: bool) -> bool {
+    match os::getenv(name) {
+        None | Some(b"") => default,
+        Some(b"1") | Some(b"on") | Some(b"yes") | Some(b"true") => true,
+        Some(b"0") | Some(b"off") | Some(b"no") | Some(b"false") => false,
+        Some(_) => {
+            warn(name, b"0 or 1");
+            default
+        }
+    }
+}
+
+fn number(name: &CStr, default: usize, min: usize, max: usize) -> usize {
+    let Some(text) = os::getenv(name) else {
+        return default;
+    };
+    match parse_decimal(text) {
+        Some(v) if (min..=max).contains(&v) => v,
+        _ => {
+            warn(name, b"a decimal number in range");
+            default
+        }
+    }
+}
+
+/// Parses an unsigned decimal number; None on anything else or overflow.
+pub fn parse_decimal(text: &[u8]) -> Option<usize> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0usize, |acc, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(digit as usize)
+    })
+}
+
+fn warn(name: &CStr, expected: &[u8]) {
+    os::write_stderr(b"rseqalloc: ignoring ");
+    os::write_stderr(name.to_bytes());
+    os::write_stderr(b": expected ");
+    os::write_stderr(expected);
+    os::write_stderr(b"\n");
+}

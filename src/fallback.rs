@@ -1,0 +1,88 @@
+//! The fallback for processes without rseq (valgrind, rr, seccomp, old
+//! kernels, `RSEQALLOC_MODE=fallback`): the same per-CPU regions, indexed by
+//! `sched_getcpu`, each guarded by a try-lock instead of a critical section.
+//! A thread that finds its CPU's lock taken (it was preempted or migrated
+//! onto a busy CPU) goes straight to the middle end rather than wait.
+
+use crate::percpu::{self, Region};
+use crate::size_class::{SizeClass, MAX_BATCH};
+use crate::{os, transfer};
+
+/// Allocates an object of `class` in fallback mode.
+pub fn alloc(class: SizeClass) -> *mut u8 {
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    if let Some(region) = os::current_cpu().and_then(percpu::region) {
+        let meta = region.meta();
+        if let Some(_guard) = meta.lock.try_lock() {
+            region.init_locked();
+            if let Some(p) = region.pop_locked(class) {
+                bump(&meta.alloc_hits);
+                return p;
+            }
+            bump(&meta.alloc_misses);
+            region.grow_locked(class, class.batch());
+            let n = transfer::take(class, &mut buf[..class.batch()]);
+            if n == 0 {
+                return core::ptr::null_mut();
+            }
+            let kept = refill_locked(region, class, &buf[..n - 1]);
+            if kept < n - 1 {
+                // SAFETY: the objects that did not fit are still ours.
+                unsafe { transfer::give(class, &buf[kept..n - 1]) };
+            }
+            return buf[n - 1];
+        }
+    }
+    if transfer::take(class, &mut buf[..1]) == 1 {
+        buf[0]
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Frees an object of `class` in fallback mode.
+///
+/// # Safety
+/// `p` is an allocated object of `class` that the caller gives up.
+pub unsafe fn free(class: SizeClass, p: *mut u8) {
+    if let Some(region) = os::current_cpu().and_then(percpu::region) {
+        let meta = region.meta();
+        if let Some(_guard) = meta.lock.try_lock() {
+            region.init_locked();
+            if region.push_locked(class, p) {
+                bump(&meta.free_hits);
+                return;
+            }
+            bump(&meta.free_misses);
+            if region.grow_locked(class, class.batch()) > 0 && region.push_locked(class, p) {
+                return;
+            }
+            let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
+            let mut n = 0;
+            while n < class.batch() {
+                match region.pop_locked(class) {
+                    Some(q) => buf[n] = q,
+                    None => break,
+                }
+                n += 1;
+            }
+            buf[n] = p;
+            // SAFETY: the popped objects and p are free objects of class.
+            return unsafe { transfer::give(class, &buf[..=n]) };
+        }
+    }
+    // SAFETY: the caller gives up p.
+    unsafe { transfer::give(class, &[p]) }
+}
+
+/// Pushes as many of `objects` as fit; returns how many.
+fn refill_locked(region: Region, class: SizeClass, objects: &[*mut u8]) -> usize {
+    objects.iter().take_while(|&&q| region.push_locked(class, q)).count()
+}
+
+/// A counter bump under the region lock: a plain load and store would do,
+/// but the counters are atomics because stats read them concurrently.
+fn bump(counter: &core::sync::atomic::AtomicU64) {
+    use core::sync::atomic::Ordering::Relaxed;
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}

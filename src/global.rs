@@ -1,0 +1,139 @@
+//! The `GlobalAlloc` implementation: layout → size class, then the per-CPU
+//! fast path; everything else (over-aligned, large, resize) in cold helpers.
+//! Nothing here panics or unwinds; failures return null.
+
+use core::alloc::{GlobalAlloc, Layout};
+
+use crate::large;
+use crate::percpu;
+use crate::size_class::{SizeClass, MAX_SMALL};
+
+/// The rseqalloc global allocator.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
+///
+/// fn main() {
+///     let v: Vec<u64> = (0..1000).collect();
+///     assert_eq!(v.iter().sum::<u64>(), 499_500);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RseqAlloc;
+
+/// Alignment every size class guarantees.
+const MIN_ALIGN: usize = 16;
+
+// SAFETY: blocks come from size classes (whose objects are distinct, at least
+// `size` long, and aligned to the class alignment ≥ the layout's) or from
+// their own mappings; dealloc derives the same class from the same layout.
+unsafe impl GlobalAlloc for RseqAlloc {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() <= MAX_SMALL && layout.align() <= MIN_ALIGN {
+            return percpu::alloc(SizeClass::of_unchecked(layout.size()));
+        }
+        alloc_unusual(layout)
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() <= MAX_SMALL && layout.align() <= MIN_ALIGN {
+            // SAFETY: the caller gives up ptr, allocated with this layout,
+            // hence of this class.
+            return unsafe { percpu::free(SizeClass::of_unchecked(layout.size()), ptr) };
+        }
+        // SAFETY: as above.
+        unsafe { dealloc_unusual(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match SizeClass::for_layout(layout.size(), layout.align()) {
+            Some(class) => {
+                let p = percpu::alloc(class);
+                if !p.is_null() {
+                    // SAFETY: p has at least layout.size() writable bytes.
+                    unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            // Fresh mappings are zero: no memset.
+            None => large::alloc(layout.size(), layout.align()),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old_class = SizeClass::for_layout(layout.size(), align);
+        let new_class = SizeClass::for_layout(new_size, align);
+        match (old_class, new_class) {
+            // Same class: the block already fits, and a later dealloc with
+            // the new layout derives the same class (design.md §3.10).
+            (Some(a), Some(b)) if a == b => return ptr,
+            // SAFETY: ptr is a live large block given up on success.
+            (None, None) if unsafe { large::can_remap(ptr) } => return unsafe { large::realloc(ptr, new_size) },
+            _ => {}
+        }
+        // SAFETY: the new layout is valid: the caller guarantees new_size
+        // rounded to align does not overflow isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: a valid layout with non-zero size.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct; the copy fits both.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+/// Over-aligned small layouts and large ones.
+#[cold]
+#[inline(never)]
+fn alloc_unusual(layout: Layout) -> *mut u8 {
+    match SizeClass::for_layout(layout.size(), layout.align()) {
+        Some(class) => percpu::alloc(class),
+        None => large::alloc(layout.size(), layout.align()),
+    }
+}
+
+/// # Safety
+/// `ptr` was allocated by `alloc_unusual` with `layout` and is given up.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
+    match SizeClass::for_layout(layout.size(), layout.align()) {
+        // SAFETY: the caller's guarantee: ptr is an object of this class.
+        Some(class) => unsafe { percpu::free(class, ptr) },
+        // SAFETY: the caller's guarantee: ptr is a large block.
+        None => unsafe { large::free(ptr) },
+    }
+}
+
+/// The usable size of a block handed out by [`RseqAlloc`]: its size class,
+/// or a large block's mapping less its header. Needs no layout, because the
+/// arena's class map knows every small block's class.
+///
+/// # Safety
+/// `ptr` was returned by [`RseqAlloc`] and is still allocated.
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let layout = Layout::from_size_align(100, 8).unwrap();
+/// unsafe {
+///     let p = rseqalloc::RseqAlloc.alloc(layout);
+///     assert_eq!(rseqalloc::usable_size(p), 112);
+///     rseqalloc::RseqAlloc.dealloc(p, layout);
+/// }
+/// ```
+pub unsafe fn usable_size(ptr: *const u8) -> usize {
+    match crate::pagemap::class_of(ptr) {
+        Some(class) => class.size(),
+        // SAFETY: the caller guarantees a live block; not small, so large.
+        None => unsafe { large::usable_size(ptr as *mut u8) },
+    }
+}

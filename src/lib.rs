@@ -1,0 +1,97 @@
+//! # rseqalloc: a per-CPU memory allocator built on restartable sequences
+//!
+//! Small allocations are pops and pushes on per-CPU stacks of object
+//! pointers. Each runs in a few instructions of x86-64 assembly that the
+//! kernel restarts if the thread is preempted, migrated or signalled inside
+//! them (`rseq(2)`), so per-CPU data needs no atomics and no locks.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
+//!
+//! fn main() {
+//!     let words: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+//!     assert_eq!(words.len(), 100);
+//!     let stats = rseqalloc::stats();
+//!     println!("{stats}");
+//! }
+//! ```
+//!
+//! ## Layers (each module uses only those below it)
+//!
+//! ```text
+//!  global      GlobalAlloc: layout → size class → fast path; large blocks
+//!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths
+//!  fallback    the same regions without rseq: sched_getcpu + try-lock
+//!  transfer    the middle end: batches between CPUs, one lock per batch
+//!  central     spans carved into objects, per size class
+//!  pagemap     the arena, its class map and span table, the page heap
+//!  large       one mapping per big block; realloc by mremap
+//!  rseq        mode choice, area registration; rseq/cs: the asm sections
+//!  size_class  sizes, one-load lookup, batch and capacity shape
+//!  init, config, stats, sync, os   bring-up, options, counters, lock, syscalls
+//! ```
+//!
+//! ## Glossary
+//! - **OS page**: the 4 KiB hardware page.
+//! - **granule**: 64 KiB of the arena; a **span** is 1 or 4 granules carved
+//!   into objects of one size class.
+//! - **region**: one CPU cache: 128 KiB holding a stack per size class.
+//! - **cache index**: a CPU id, or the kernel's `mm_cid` (a per-process
+//!   concurrency id, so a 4-thread process uses 4 caches on any host).
+//! - **critical section**: asm that ends in one committing store; the kernel
+//!   sends an interrupted thread to its abort handler, which starts over.
+//!
+//! ## What is fast and what is slow
+//! - Fast: allocation and free of ≤ 32 KiB at alignment ≤ 16 when the CPU's
+//!   stack is non-empty / not full: one call into a section, no atomics, no
+//!   fences, no locks (README: instruction counts).
+//! - Slow (`#[cold]`): a miss refills or flushes a batch through the middle
+//!   end under one spin lock; first use of a CPU lays its region out; big
+//!   blocks are `mmap`ed; over-aligned layouts pick a coarser class.
+//!
+//! ## Modes
+//! The process picks one mode at its first allocation ([`Mode`]): glibc's
+//! rseq area (glibc ≥ 2.35 registers one per thread), our own area where
+//! glibc did not (`GLIBC_TUNABLES=glibc.pthread.rseq=0`), or the fallback
+//! where rseq is unavailable or `RSEQALLOC_MODE=fallback` (valgrind, rr,
+//! gdb single-stepping). See the README for every `RSEQALLOC_*` variable.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+mod central;
+mod config;
+mod fallback;
+mod global;
+mod init;
+mod large;
+mod os;
+mod pagemap;
+mod percpu;
+mod rseq;
+mod size_class;
+mod stats;
+mod sync;
+mod transfer;
+
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+pub use global::{usable_size, RseqAlloc};
+pub use rseq::{CacheIndex, Mode};
+pub use size_class::MAX_SMALL;
+pub use stats::{CpuStats, Stats};
+
+/// A snapshot of the allocator's counters: the active [`Mode`], what caches
+/// are indexed by, per-CPU hits and misses, middle-end traffic, bytes mapped
+/// and in use, and critical-section restarts. Allocates nothing.
+///
+/// ```
+/// let stats = rseqalloc::stats();
+/// assert!(stats.caches_in_use <= stats.caches);
+/// println!("mode {:?}, {} restarts", stats.mode, stats.restarts());
+/// ```
+pub fn stats() -> Stats {
+    stats::snapshot()
+}

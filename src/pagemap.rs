@@ -1,0 +1,222 @@
+//! The arena and its maps: one reservation of address space holding every
+//! span, the class map that gives any pointer's size class in one byte load,
+//! the span table, and the page heap that hands out and takes back 64 KiB
+//! granules (so an emptied span's memory serves any class).
+//!
+//! ```text
+//!  arena:  | chunk 0 (2 MiB = 32 granules) | chunk 1 | ... committed on demand
+//!  granule g = (p - base) >> 16
+//!  class_map[g]  class of the span covering g (0: free, large, or foreign)
+//!  spans[g]      Span metadata, valid at a span's first granule
+//!  chunk_free[c] bit i set: granule c*32+i is free (committed chunks only)
+//! ```
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::os;
+use crate::size_class::SizeClass;
+use crate::sync::SpinLock;
+
+/// Span granularity: every span is 1 or 4 granules, aligned to its size.
+pub const GRANULE_SHIFT: u32 = 16;
+/// 64 KiB.
+pub const GRANULE: usize = 1 << GRANULE_SHIFT;
+const CHUNK_GRANULES: usize = 32;
+/// The unit of address space made usable at a time: a 2 MiB huge page.
+const CHUNK: usize = GRANULE * CHUNK_GRANULES;
+/// Reservation sizes tried in turn (`ulimit -v`, overcommit=2 refuse big ones).
+const RESERVATIONS: [usize; 5] = [64 << 30, 16 << 30, 4 << 30, 1 << 30, 256 << 20];
+
+/// Per-span metadata, kept outside the span so the span holds only objects.
+#[repr(C)]
+pub struct Span {
+    /// Freed objects, linked through their first word.
+    pub free: *mut u8,
+    /// Objects `[bump, capacity)` have never been handed out.
+    pub bump: u32,
+    /// Objects that fit in the span.
+    pub capacity: u32,
+    /// Objects handed out and not yet returned to this span.
+    pub allocated: u32,
+    /// Neighbours in the class's list of spans with free objects (granule + 1;
+    /// 0 = none).
+    pub next: u32,
+    /// See `next`.
+    pub prev: u32,
+    /// Whether the span is in that list.
+    pub listed: bool,
+}
+
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static GRANULES: AtomicUsize = AtomicUsize::new(0);
+static CLASS_MAP: AtomicUsize = AtomicUsize::new(0);
+static SPANS: AtomicUsize = AtomicUsize::new(0);
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+struct PageHeap {
+    /// `chunk_free` array (one u32 per chunk of the arena).
+    chunk_free: *mut u32,
+    /// Chunks made read-write so far, from the arena base up.
+    committed: usize,
+    /// No chunk below this has a free granule.
+    lowest_free: usize,
+}
+
+// SAFETY: the raw pointer is to process-wide metadata; the lock serialises use.
+unsafe impl Send for PageHeap {}
+
+static HEAP: SpinLock<PageHeap> =
+    SpinLock::new(PageHeap { chunk_free: core::ptr::null_mut(), committed: 0, lowest_free: 0 });
+
+/// Reserves the arena and maps its metadata. Called once by init.
+pub fn init() -> bool {
+    for size in RESERVATIONS {
+        let base = os::map_aligned(size, CHUNK, true);
+        if base.is_null() {
+            continue;
+        }
+        let granules = size / GRANULE;
+        let chunks = granules / CHUNK_GRANULES;
+        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 4;
+        let meta = os::map(meta_len);
+        if meta.is_null() {
+            // SAFETY: the reservation was just made and is unused.
+            unsafe { os::unmap(base, size) };
+            continue;
+        }
+        let spans = meta as usize + granules;
+        let chunk_free = spans + granules * core::mem::size_of::<Span>();
+        HEAP.lock().chunk_free = chunk_free as *mut u32;
+        CLASS_MAP.store(meta as usize, Ordering::Relaxed);
+        SPANS.store(spans, Ordering::Relaxed);
+        GRANULES.store(granules, Ordering::Relaxed);
+        BASE.store(base as usize, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// The granule holding `p`, if `p` is inside the arena.
+#[inline(always)]
+pub fn granule_of(p: *const u8) -> Option<usize> {
+    let offset = (p as usize).wrapping_sub(BASE.load(Ordering::Relaxed));
+    let g = offset >> GRANULE_SHIFT;
+    (g < GRANULES.load(Ordering::Relaxed)).then_some(g)
+}
+
+/// The size class of the span holding `p`, or None if `p` is not in a small
+/// span (a large block, a foreign pointer, or free arena memory).
+#[inline(always)]
+pub fn class_of(p: *const u8) -> Option<SizeClass> {
+    let g = granule_of(p)?;
+    // SAFETY: g < GRANULES, the length of the class map.
+    let byte = unsafe { *(CLASS_MAP.load(Ordering::Relaxed) as *const u8).add(g) };
+    SizeClass::from_index(byte as usize)
+}
+
+/// Address of granule `g`.
+#[inline(always)]
+pub fn granule_base(g: usize) -> *mut u8 {
+    (BASE.load(Ordering::Relaxed) + (g << GRANULE_SHIFT)) as *mut u8
+}
+
+/// The first granule of the `class` span holding granule `g`.
+#[inline(always)]
+pub fn span_start(g: usize, class: SizeClass) -> usize {
+    g & !(class.span_granules() - 1)
+}
+
+/// The metadata of the span starting at granule `g`.
+///
+/// # Safety
+/// `g` < GRANULES, and the caller holds the lock that owns that span's
+/// metadata (its class's central lock), so the `&mut` is unique.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn span(g: usize) -> &'static mut Span {
+    // SAFETY: the caller guarantees the index and exclusivity.
+    unsafe { &mut *(SPANS.load(Ordering::Relaxed) as *mut Span).add(g) }
+}
+
+/// Takes a span for `class` from the page heap, committing a new chunk if
+/// needed, and records its class. Returns its first granule, or None when the
+/// arena is exhausted or the kernel refuses memory.
+pub fn alloc_span(class: SizeClass) -> Option<usize> {
+    let n = class.span_granules();
+    let mut heap = HEAP.lock();
+    let g = heap.find(n).or_else(|| heap.grow().and_then(|_| heap.find(n)))?;
+    drop(heap);
+    set_class(g, n, class.index() as u8);
+    Some(g)
+}
+
+/// Returns the `class` span starting at `g` to the page heap.
+///
+/// # Safety
+/// No object of the span is in use or cached anywhere, and the span's
+/// metadata is no longer linked into any list.
+pub unsafe fn free_span(g: usize, class: SizeClass) {
+    let n = class.span_granules();
+    set_class(g, n, 0);
+    let mut heap = HEAP.lock();
+    let chunk = g / CHUNK_GRANULES;
+    let bits = ((1u64 << n) - 1) as u32;
+    // SAFETY: chunk < committed because g came from alloc_span.
+    unsafe { *heap.chunk_free.add(chunk) |= bits << (g % CHUNK_GRANULES) };
+    heap.lowest_free = heap.lowest_free.min(chunk);
+}
+
+fn set_class(g: usize, n: usize, byte: u8) {
+    let map = CLASS_MAP.load(Ordering::Relaxed) as *mut u8;
+    // SAFETY: [g, g + n) is a span inside the arena, whose class bytes only
+    // the span's owner writes.
+    unsafe { core::ptr::write_bytes(map.add(g), byte, n) };
+}
+
+/// Bytes of the arena made read-write so far.
+pub fn mapped_bytes() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
+
+impl PageHeap {
+    /// Finds and takes `n` (1 or 4) free granules aligned to `n`.
+    fn find(&mut self, n: usize) -> Option<usize> {
+        for c in self.lowest_free..self.committed {
+            // SAFETY: c < committed ≤ number of chunks.
+            let word = unsafe { &mut *self.chunk_free.add(c) };
+            let usable = if n == 1 {
+                *word
+            } else {
+                // A bit survives where it and its three successors are free,
+                // at quad-aligned positions.
+                *word & (*word >> 1) & (*word >> 2) & (*word >> 3) & 0x1111_1111
+            };
+            if usable != 0 {
+                let i = usable.trailing_zeros() as usize;
+                *word &= !((((1u64 << n) - 1) as u32) << i);
+                return Some(c * CHUNK_GRANULES + i);
+            }
+            if *word == 0 && c == self.lowest_free {
+                self.lowest_free += 1;
+            }
+        }
+        None
+    }
+
+    /// Commits the next chunk of the reservation.
+    fn grow(&mut self) -> Option<()> {
+        let chunks = GRANULES.load(Ordering::Relaxed) / CHUNK_GRANULES;
+        if self.committed == chunks {
+            return None;
+        }
+        let start = granule_base(self.committed * CHUNK_GRANULES);
+        // SAFETY: the chunk is inside our reservation and not yet in use.
+        if !unsafe { os::commit(start, CHUNK) } {
+            return None;
+        }
+        // SAFETY: committed < chunks, the length of chunk_free.
+        unsafe { *self.chunk_free.add(self.committed) = u32::MAX };
+        self.committed += 1;
+        MAPPED.fetch_add(CHUNK as u64, Ordering::Relaxed);
+        Some(())
+    }
+}

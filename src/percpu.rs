@@ -1,0 +1,403 @@
+//! Per-CPU caches: one region of object-pointer stacks per CPU (or mm_cid),
+//! pushed and popped by the critical sections in `asm/`. This module holds the
+//! region layout, the inline fast paths, lazy region init, capacity growth,
+//! and the refill/flush slow paths.
+//!
+//! ```text
+//!  slabs + idx << REGION_SHIFT (128 KiB per region, lazily touched)
+//!  +-------------------+  0
+//!  | RegionMeta        |  lock, hit counters (bumped inside sections),
+//!  |                   |  miss counters and budget (slow paths)
+//!  +-------------------+  64
+//!  | ClassHeader[41]   |  {current, aux, end, begin}: u16 slot indices
+//!  +-------------------+  FIRST_SLOT * 8
+//!  | class 1 slots     |  [begin, current) cached objects,
+//!  | class 2 slots     |  [current, end) room, end <= begin + max_capacity
+//!  | ...               |
+//!  +-------------------+
+//! ```
+//!
+//! A region is all zeros until its first slow-path visit: zero headers make
+//! every pop see "empty" (current <= begin) and every push see "full"
+//! (current >= end), so no section can touch an uninitialised region.
+//! Sections only ever store `current`. Everything else (init, growing `end`)
+//! happens under the region lock with a 64-bit CAS on the header, which fails
+//! whenever a section committed in between; growing `end` needs no fence
+//! because a section that read the old `end` simply used less room.
+
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use memoffset::offset_of;
+
+use crate::rseq::abi::header as h;
+use crate::rseq::cs;
+use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
+use crate::sync::SpinLock;
+use crate::{fallback, init, os, rseq, transfer};
+
+/// log2 of a region's size.
+pub const REGION_SHIFT: u32 = 17;
+/// Bytes per region.
+pub const REGION_BYTES: usize = 1 << REGION_SHIFT;
+/// Most regions a process uses; indices at or above miss to the middle end.
+pub const MAX_CPUS: usize = 1024;
+
+/// The first 64 bytes of a region.
+#[repr(C, align(64))]
+pub struct RegionMeta {
+    /// Serialises init and capacity changes (and every operation in fallback
+    /// mode).
+    pub lock: SpinLock<()>,
+    /// Set once the headers are laid out.
+    pub initialized: AtomicBool,
+    /// Pops served from this region; bumped by `rseqalloc_cs_pop` just before
+    /// its commit, so a restarted pop may count twice (bounded by restarts).
+    pub alloc_hits: AtomicU64,
+    /// Pushes served; as `alloc_hits`.
+    pub free_hits: AtomicU64,
+    /// Allocations that found the stack empty.
+    pub alloc_misses: AtomicU64,
+    /// Frees that found the stack full.
+    pub free_misses: AtomicU64,
+    /// Σ over classes of (end - begin) × size: the budget in use.
+    pub capacity_bytes: AtomicU64,
+}
+
+/// One size class's stack in a region.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ClassHeader {
+    /// Slot index one past the top object.
+    pub current: u16,
+    /// Reserved for slow-path bookkeeping; sections never touch it.
+    pub aux: u16,
+    /// Slot index one past the last usable slot.
+    pub end: u16,
+    /// Slot index of the bottom of the stack.
+    pub begin: u16,
+}
+
+/// The first slot after the meta block and the headers.
+pub const FIRST_SLOT: usize = (h::HEADERS_OFF as usize + NUM_CLASSES * 8).div_ceil(8);
+
+/// Each class's `begin`: classes' partitions laid end to end.
+const BEGIN: [u16; NUM_CLASSES] = {
+    let mut begin = [0u16; NUM_CLASSES];
+    let mut next = FIRST_SLOT;
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        begin[c] = next as u16;
+        next += match SizeClass::from_index(c) {
+            Some(class) => class.max_capacity(),
+            None => 0,
+        };
+        c += 1;
+    }
+    assert!(next <= REGION_BYTES / 8, "partitions overflow the region");
+    begin
+};
+
+const _: () = {
+    assert!(REGION_SHIFT as i64 == h::REGION_SHIFT);
+    assert!(offset_of!(RegionMeta, alloc_hits) as i64 == h::META_OFF_ALLOC_HITS);
+    assert!(offset_of!(RegionMeta, free_hits) as i64 == h::META_OFF_FREE_HITS);
+    assert!(core::mem::size_of::<RegionMeta>() as i64 == h::HEADERS_OFF);
+    assert!(offset_of!(ClassHeader, current) as i64 == h::HDR_OFF_CURRENT);
+    assert!(offset_of!(ClassHeader, end) as i64 == h::HDR_OFF_END);
+    assert!(offset_of!(ClassHeader, begin) as i64 == h::HDR_OFF_BEGIN);
+    assert!(core::mem::size_of::<ClassHeader>() as i64 == h::HDR_SIZE);
+};
+
+static SLABS: AtomicUsize = AtomicUsize::new(0);
+static NCPU: AtomicUsize = AtomicUsize::new(0);
+static BUDGET: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the regions for `ncpu` caches; they stay mapped for the life of the
+/// process (the kernel may be running a section on any of them).
+pub fn map_slabs(ncpu: usize, budget: usize) -> Option<usize> {
+    let base = os::map_aligned(ncpu * REGION_BYTES, REGION_BYTES, false);
+    if base.is_null() {
+        return None;
+    }
+    SLABS.store(base as usize, Ordering::Relaxed);
+    NCPU.store(ncpu, Ordering::Relaxed);
+    BUDGET.store(budget, Ordering::Relaxed);
+    Some(base as usize)
+}
+
+/// Number of regions.
+pub fn ncpu() -> usize {
+    NCPU.load(Ordering::Relaxed)
+}
+
+/// The region of cache `idx`, if it exists.
+pub fn region(idx: usize) -> Option<Region> {
+    (idx < ncpu()).then(|| Region { base: SLABS.load(Ordering::Relaxed) + (idx << REGION_SHIFT) })
+}
+
+/// Allocates an object of `class`: a pop from this CPU's stack (≈ 15
+/// instructions in the section, no atomics, no fences), else `alloc_slow`.
+#[inline(always)]
+pub fn alloc(class: SizeClass) -> *mut u8 {
+    // SAFETY: class < NUM_CLASSES by construction of SizeClass; the regions
+    // stay mapped once published (`map_slabs`).
+    let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
+    if !p.is_null() {
+        return p;
+    }
+    alloc_slow(class)
+}
+
+/// Frees an object of `class`: a push on this CPU's stack, else `free_slow`.
+///
+/// # Safety
+/// `p` is an allocated object of `class` that the caller gives up.
+#[inline(always)]
+pub unsafe fn free(class: SizeClass, p: *mut u8) {
+    // SAFETY: as in `alloc`; the caller gives up p.
+    if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
+        return;
+    }
+    // SAFETY: the caller's guarantee passes on.
+    unsafe { free_slow(class, p) }
+}
+
+/// The stack was empty (or the thread or process is not set up yet): set
+/// up, grow the stack's capacity, and refill it with one batch.
+#[cold]
+#[inline(never)]
+pub fn alloc_slow(class: SizeClass) -> *mut u8 {
+    if !init::ensure() {
+        return core::ptr::null_mut();
+    }
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    match rseq::mode() {
+        rseq::Mode::Fallback => return fallback::alloc(class),
+        rseq::Mode::Uninit => return core::ptr::null_mut(),
+        _ => {}
+    }
+    let Some(region) = rseq::current_index().and_then(region) else {
+        // No usable index (registration failed): go to the middle end.
+        return if transfer::take(class, &mut buf[..1]) == 1 { buf[0] } else { core::ptr::null_mut() };
+    };
+    region.prepare(class, true);
+    // The stack may have been refilled meanwhile (another thread on this
+    // CPU, or our own registration just happened): try the fast path again.
+    // SAFETY: as in `alloc`.
+    let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
+    if !p.is_null() {
+        return p;
+    }
+    let n = transfer::take(class, &mut buf[..class.batch()]);
+    if n == 0 {
+        return core::ptr::null_mut();
+    }
+    let rest = n - 1;
+    // SAFETY: buf[..rest] are free objects of class we own.
+    let pushed = unsafe { cs::rseqalloc_cs_push_batch(class.index(), buf.as_ptr(), rest) };
+    if pushed < rest {
+        // SAFETY: the objects the section did not take are still ours.
+        unsafe { transfer::give(class, &buf[pushed..rest]) };
+    }
+    buf[rest]
+}
+
+/// The stack was full: grow its capacity if the budget allows, else flush a
+/// batch to the middle end.
+///
+/// # Safety
+/// `p` is an allocated object of `class` that the caller gives up.
+#[cold]
+#[inline(never)]
+pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
+    if rseq::mode() == rseq::Mode::Fallback {
+        // SAFETY: the caller's guarantee passes on.
+        return unsafe { fallback::free(class, p) };
+    }
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
+    if let Some(region) = rseq::current_index().and_then(region) {
+        region.prepare(class, false);
+        // SAFETY: as in `free`.
+        if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
+            return;
+        }
+        // SAFETY: buf has room for a batch.
+        let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), class.batch()) };
+        buf[n] = p;
+        // SAFETY: the popped objects and p are free objects of class.
+        return unsafe { transfer::give(class, &buf[..=n]) };
+    }
+    // SAFETY: the caller gives up p.
+    unsafe { transfer::give(class, &[p]) }
+}
+
+/// A handle on one region.
+#[derive(Clone, Copy)]
+pub struct Region {
+    base: usize,
+}
+
+impl Region {
+    /// The region's meta block.
+    pub fn meta(&self) -> &'static RegionMeta {
+        // SAFETY: the region lies in the slabs mapping, which is never
+        // unmapped; RegionMeta is valid when zeroed (all atomics).
+        unsafe { &*(self.base as *const RegionMeta) }
+    }
+
+    /// `class`'s header as one atomic word.
+    fn header_word(&self, class: SizeClass) -> &'static AtomicU64 {
+        // SAFETY: headers live at HEADERS_OFF + 8 * class inside the region;
+        // they are 8-byte aligned.
+        unsafe { &*((self.base + h::HEADERS_OFF as usize + 8 * class.index()) as *const AtomicU64) }
+    }
+
+    /// `class`'s header `current` field, the one sections store.
+    fn current(&self, class: SizeClass) -> &'static AtomicU16 {
+        // SAFETY: `current` is the first u16 of the header.
+        unsafe { &*((self.base + h::HEADERS_OFF as usize + 8 * class.index()) as *const AtomicU16) }
+    }
+
+    /// Reads `class`'s header.
+    pub fn header(&self, class: SizeClass) -> ClassHeader {
+        decode(self.header_word(class).load(Ordering::Acquire))
+    }
+
+    /// Slot `i` of the region.
+    fn slot(&self, i: u16) -> *mut *mut u8 {
+        (self.base + 8 * i as usize) as *mut *mut u8
+    }
+
+    /// Slow-path preparation after a miss: lay the region out on first use,
+    /// count the miss, and grow the class's capacity by a batch if the
+    /// budget allows.
+    fn prepare(&self, class: SizeClass, alloc_miss: bool) {
+        let meta = self.meta();
+        let _guard = meta.lock.lock();
+        self.init_locked();
+        let counter = if alloc_miss { &meta.alloc_misses } else { &meta.free_misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.grow_locked(class, class.batch());
+    }
+
+    /// Lays out every class's empty stack with no capacity, once.
+    /// The caller holds the region lock.
+    pub fn init_locked(&self) {
+        let meta = self.meta();
+        if meta.initialized.load(Ordering::Relaxed) {
+            return;
+        }
+        for class in SizeClass::all() {
+            let b = BEGIN[class.index()];
+            let header = ClassHeader { current: b, aux: 0, end: b, begin: b };
+            self.header_word(class).store(encode(header), Ordering::Release);
+        }
+        meta.initialized.store(true, Ordering::Release);
+    }
+
+    /// Raises `class`'s `end` by up to `want` slots, within its partition
+    /// and the region's byte budget. Returns the slots added. The caller
+    /// holds the region lock.
+    pub fn grow_locked(&self, class: SizeClass, want: usize) -> usize {
+        let meta = self.meta();
+        let budget = BUDGET.load(Ordering::Relaxed) as u64;
+        let used = meta.capacity_bytes.load(Ordering::Relaxed);
+        let affordable = (budget.saturating_sub(used) / class.size() as u64) as usize;
+        let word = self.header_word(class);
+        let mut old = word.load(Ordering::Acquire);
+        loop {
+            let header = decode(old);
+            if header.begin != BEGIN[class.index()] {
+                return 0; // not laid out (or taken by a remote operation)
+            }
+            let room = class.max_capacity() - (header.end - header.begin) as usize;
+            let step = want.min(room).min(affordable);
+            if step == 0 {
+                return 0;
+            }
+            let new = ClassHeader { end: header.end + step as u16, ..header };
+            // Fails if a section committed `current` meanwhile; retry.
+            match word.compare_exchange(old, encode(new), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    meta.capacity_bytes.fetch_add((step * class.size()) as u64, Ordering::Relaxed);
+                    return step;
+                }
+                Err(seen) => old = seen,
+            }
+        }
+    }
+
+    /// Pops with plain memory operations (fallback mode and tests). The
+    /// caller holds the region lock and no section runs on this region.
+    pub fn pop_locked(&self, class: SizeClass) -> Option<*mut u8> {
+        let header = self.header(class);
+        if header.current <= header.begin {
+            return None;
+        }
+        let top = header.current - 1;
+        // SAFETY: begin <= top < end lies in the class's partition.
+        let p = unsafe { *self.slot(top) };
+        self.current(class).store(top, Ordering::Release);
+        Some(p)
+    }
+
+    /// Pushes with plain memory operations; false when full. Same contract
+    /// as `pop_locked`.
+    pub fn push_locked(&self, class: SizeClass, p: *mut u8) -> bool {
+        let header = self.header(class);
+        if header.current >= header.end {
+            return false;
+        }
+        // SAFETY: current < end lies in the class's partition.
+        unsafe { *self.slot(header.current) = p };
+        self.current(class).store(header.current + 1, Ordering::Release);
+        true
+    }
+
+    /// Objects cached for `class`.
+    pub fn depth(&self, class: SizeClass) -> usize {
+        let header = self.header(class);
+        header.current.saturating_sub(header.begin) as usize
+    }
+}
+
+fn encode(h: ClassHeader) -> u64 {
+    h.current as u64 | (h.aux as u64) << 16 | (h.end as u64) << 32 | (h.begin as u64) << 48
+}
+
+fn decode(v: u64) -> ClassHeader {
+    ClassHeader { current: v as u16, aux: (v >> 16) as u16, end: (v >> 32) as u16, begin: (v >> 48) as u16 }
+}
+
+/// The number of possible CPU ids (highest id + 1), read without allocating:
+/// `/sys/devices/system/cpu/possible` ("0-3,8-11"), else the affinity mask,
+/// else MAX_CPUS. Capped at MAX_CPUS.
+pub fn possible_cpus() -> usize {
+    let mut buf = [0u8; 256];
+    if let Some(n) = os::read_file(c"/sys/devices/system/cpu/possible", &mut buf) {
+        if let Some(max) = highest_listed_cpu(&buf[..n]) {
+            return (max + 1).min(MAX_CPUS);
+        }
+    }
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let from_affinity = unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            (0..libc::CPU_SETSIZE as usize).rev().find(|&c| libc::CPU_ISSET(c, &set)).map(|c| c + 1)
+        } else {
+            None
+        }
+    };
+    from_affinity.unwrap_or(MAX_CPUS).min(MAX_CPUS)
+}
+
+/// The highest CPU id in a kernel cpu list such as "0-3,8-11\n".
+pub fn highest_listed_cpu(text: &[u8]) -> Option<usize> {
+    let mut highest = None;
+    for part in text.split(|&b| b == b',') {
+        let part = part.strip_suffix(b"\n").unwrap_or(part);
+        let last = part.rsplit(|&b| b == b'-').next()?;
+        let value = crate::config::parse_decimal(last)?;
+        highest = highest.max(Some(value));
+    }
+    highest
+}

@@ -1,0 +1,94 @@
+//! The critical sections of `asm/percpu_x86_64.S` as Rust sees them: extern
+//! declarations with their safety contracts, and the control block they read.
+
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
+use memoffset::offset_of;
+
+use super::abi::header as h;
+
+/// The control block every section reads (`rseqalloc_ctl` in the asm file).
+/// Init fills it once; `cs_off` is stored last, and 0 means "not yet", which
+/// makes every section miss.
+#[repr(C, align(64))]
+pub struct Ctl {
+    /// Thread-pointer offset of the armed area's `rseq_cs` field.
+    pub cs_off: AtomicI64,
+    /// Thread-pointer offset of the area's `cpu_id` or `mm_cid` field.
+    pub idx_off: AtomicI64,
+    /// Base address of the per-CPU regions.
+    pub slabs: AtomicUsize,
+    /// Number of regions; an index ≥ this misses.
+    pub ncpu: AtomicU32,
+}
+
+const _: () = {
+    assert!(offset_of!(Ctl, cs_off) as i64 == h::CTL_OFF_CS_OFF);
+    assert!(offset_of!(Ctl, idx_off) as i64 == h::CTL_OFF_IDX_OFF);
+    assert!(offset_of!(Ctl, slabs) as i64 == h::CTL_OFF_SLABS);
+    assert!(offset_of!(Ctl, ncpu) as i64 == h::CTL_OFF_NCPU);
+    assert!(core::mem::size_of::<Ctl>() as i64 == h::CTL_SIZE);
+};
+
+/// Which critical section an abort counter belongs to.
+pub const SITE_POP: usize = h::SITE_POP as usize;
+/// See `SITE_POP`.
+pub const SITE_PUSH: usize = h::SITE_PUSH as usize;
+/// See `SITE_POP`.
+pub const SITE_POP_BATCH: usize = h::SITE_POP_BATCH as usize;
+/// See `SITE_POP`.
+pub const SITE_PUSH_BATCH: usize = h::SITE_PUSH_BATCH as usize;
+/// Number of critical sections.
+pub const NUM_SITES: usize = h::NUM_SITES as usize;
+
+extern "C" {
+    /// The control block. Written by `rseq::publish` (and the test hooks)
+    /// only; the asm reads it with plain loads, which x86-TSO orders.
+    pub static rseqalloc_ctl: Ctl;
+
+    /// Restart counts per section, bumped by the abort handlers.
+    pub static rseqalloc_restarts: [AtomicU64; NUM_SITES];
+
+    /// Pops the top object of `class`'s stack in the current CPU's region.
+    /// Returns null if the stack is empty or locked, or if the thread has no
+    /// usable index (unregistered, or `ctl` not yet published).
+    ///
+    /// # Safety
+    /// `class < NUM_CLASSES`, and `ctl`, when published, describes live,
+    /// initialised-or-zero regions (`percpu::Slabs` # Invariants).
+    pub fn rseqalloc_cs_pop(class: usize) -> *mut u8;
+
+    /// Pushes `object` on `class`'s stack in the current CPU's region.
+    /// Returns false if the stack is full or locked, or the thread has no
+    /// usable index.
+    ///
+    /// # Safety
+    /// As for `rseqalloc_cs_pop`; `object` is a free object of `class` that
+    /// the caller gives up.
+    pub fn rseqalloc_cs_push(class: usize, object: *mut u8) -> bool;
+
+    /// Moves up to `n` objects from the top of `class`'s stack to `out`,
+    /// returning how many, with one commit.
+    ///
+    /// # Safety
+    /// As for `rseqalloc_cs_pop`; `out` is writable for `n` pointers.
+    pub fn rseqalloc_cs_pop_batch(class: usize, out: *mut *mut u8, n: usize) -> usize;
+
+    /// Pushes `items[0..k]` on `class`'s stack, k = min(n, free slots), and
+    /// returns k, with one commit. The caller keeps `items[k..n]`.
+    ///
+    /// # Safety
+    /// As for `rseqalloc_cs_push`, for each of `items[0..n]`.
+    pub fn rseqalloc_cs_push_batch(class: usize, items: *const *mut u8, n: usize) -> usize;
+
+    /// The thread-pointer offset of `rseqalloc_own_tls` (initial-exec TLS).
+    pub fn rseqalloc_own_tls_offset() -> isize;
+
+    /// This thread's thread pointer (`%fs` base).
+    pub fn rseqalloc_thread_pointer() -> *mut u8;
+
+    /// glibc's `__rseq_offset` and `__rseq_size`, if this glibc exports them.
+    ///
+    /// # Safety
+    /// Both pointers are writable.
+    pub fn rseqalloc_glibc_rseq(offset: *mut isize, size: *mut u32) -> bool;
+}

@@ -1,0 +1,171 @@
+//! Size classes: the sizes small objects are rounded up to, the one-load
+//! size → class lookup, and each class's batch, span and cache shape.
+//!
+//! Classes are 16 bytes apart up to 128, then four per power of two up to
+//! 32 KiB (jemalloc's spacing): at most 25% and on average ~12% internal
+//! waste. Every class is a multiple of 16, so every object is 16-byte aligned
+//! (glibc's guarantee); a class is further aligned to the largest power of two
+//! dividing its size, because spans start on span-size boundaries.
+
+/// The largest size served by size classes; larger blocks are mapped whole.
+pub const MAX_SMALL: usize = 32 * 1024;
+
+/// Number of header slots per region: class 0 is unused, so that a class's
+/// index is its header's index and a zero class-map byte means "not small".
+pub const NUM_CLASSES: usize = 41;
+
+/// Object size of each class; `SIZES[0]` is the unused class 0.
+const SIZES: [u32; NUM_CLASSES] = [
+    0, 16, 32, 48, 64, 80, 96, 112, 128, // 16 apart
+    160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, // four per doubling
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, //
+    10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
+];
+
+/// The largest number of objects moved between a CPU cache and the middle
+/// end in one batch (stack buffers are this long).
+pub const MAX_BATCH: usize = 32;
+
+/// A small-object size class, `1..NUM_CLASSES`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct SizeClass(u8);
+
+/// Index into `LOOKUP` for a size ≤ MAX_SMALL: 16-byte steps up to 1 KiB,
+/// 128-byte steps above (TCMalloc's two-range trick, folded into one table).
+#[inline(always)]
+const fn lookup_index(size: usize) -> usize {
+    if size <= 1024 {
+        (size + 15) >> 4
+    } else {
+        ((size + 127) >> 7) + 56
+    }
+}
+
+const LOOKUP_LEN: usize = lookup_index(MAX_SMALL) + 1;
+
+/// size → class for sizes ≤ MAX_SMALL at 16-byte alignment: one byte load.
+static LOOKUP: [u8; LOOKUP_LEN] = build_lookup();
+
+const fn build_lookup() -> [u8; LOOKUP_LEN] {
+    let mut table = [0u8; LOOKUP_LEN];
+    let mut i = 0;
+    while i < LOOKUP_LEN {
+        // The largest size that maps to entry i decides its class, so every
+        // size sharing the entry fits.
+        let largest = if i <= 64 { i * 16 } else { (i - 56) * 128 };
+        table[i] = reference_class(largest) as u8;
+        i += 1;
+    }
+    table
+}
+
+/// The reference definition of size → class: the smallest class that fits.
+/// `LOOKUP` must agree with it (a test checks every size).
+pub const fn reference_class(size: usize) -> usize {
+    let mut c = 1;
+    while c < NUM_CLASSES - 1 && (SIZES[c] as usize) < size {
+        c += 1;
+    }
+    c
+}
+
+impl SizeClass {
+    /// The class for `size` bytes at alignment ≤ 16, or None above MAX_SMALL.
+    /// Size 0 gets the smallest class.
+    #[inline(always)]
+    pub fn of(size: usize) -> Option<SizeClass> {
+        if size <= MAX_SMALL {
+            Some(Self::of_unchecked(size))
+        } else {
+            None
+        }
+    }
+
+    /// The class for `size` ≤ MAX_SMALL at alignment ≤ 16.
+    #[inline(always)]
+    pub fn of_unchecked(size: usize) -> SizeClass {
+        debug_assert!(size <= MAX_SMALL);
+        // SAFETY: size ≤ MAX_SMALL, so the index is < LOOKUP_LEN.
+        SizeClass(unsafe { *LOOKUP.get_unchecked(lookup_index(size)) })
+    }
+
+    /// The smallest class that holds `size` bytes at alignment `align` (a
+    /// power of two), or None when the block must be mapped instead.
+    pub fn for_layout(size: usize, align: usize) -> Option<SizeClass> {
+        let mut class = Self::of(size)?;
+        while class.alignment() < align {
+            class = SizeClass::from_index(class.index() + 1)?;
+        }
+        Some(class)
+    }
+
+    /// The class with this index, if it is a real class.
+    pub const fn from_index(index: usize) -> Option<SizeClass> {
+        if index >= 1 && index < NUM_CLASSES {
+            Some(SizeClass(index as u8))
+        } else {
+            None
+        }
+    }
+
+    /// Every class, smallest first.
+    pub fn all() -> impl Iterator<Item = SizeClass> {
+        (1..NUM_CLASSES).map(|i| SizeClass(i as u8))
+    }
+
+    /// This class's index (its header slot and class-map byte).
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Object size in bytes.
+    #[inline(always)]
+    pub const fn size(self) -> usize {
+        SIZES[self.0 as usize] as usize
+    }
+
+    /// The alignment every object of this class has: the largest power of two
+    /// dividing its size.
+    pub const fn alignment(self) -> usize {
+        1 << self.size().trailing_zeros()
+    }
+
+    /// Objects moved per batch between a CPU cache and the middle end: about
+    /// 16 KiB, between 2 and MAX_BATCH.
+    pub const fn batch(self) -> usize {
+        let b = (16 * 1024) / self.size();
+        if b > MAX_BATCH {
+            MAX_BATCH
+        } else if b < 2 {
+            2
+        } else {
+            b
+        }
+    }
+
+    /// Span size in 64 KiB granules: one, or four above 8 KiB so that a span
+    /// wastes at most ~6% to its tail.
+    pub const fn span_granules(self) -> usize {
+        if self.size() <= 8192 {
+            1
+        } else {
+            4
+        }
+    }
+
+    /// The most objects one CPU's cache may hold for this class: its slot
+    /// partition in the region. About 128 KiB of objects, capped at 1024 and
+    /// never below two batches.
+    pub const fn max_capacity(self) -> usize {
+        let c = (128 * 1024) / self.size();
+        let floor = 2 * self.batch();
+        if c > 1024 {
+            1024
+        } else if c < floor {
+            floor
+        } else {
+            c
+        }
+    }
+}
