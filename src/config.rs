@@ -132,3 +132,18 @@ fn warn(name: &CStr, expected: &[u8]) {
     os::write_stderr(expected);
     os::write_stderr(b"\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_decimal;
+
+    #[test]
+    fn decimals_parse_strictly() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"1048576"), Some(1 << 20));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"12k"), None);
+        assert_eq!(parse_decimal(b"-1"), None);
+        assert_eq!(parse_decimal(b"99999999999999999999999"), None);
+    }
+}

@@ -401,3 +401,33 @@ pub fn highest_listed_cpu(text: &[u8]) -> Option<usize> {
     }
     highest
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_the_kernel_writes_them() {
+        assert_eq!(highest_listed_cpu(b"0-1\n"), Some(1));
+        assert_eq!(highest_listed_cpu(b"0\n"), Some(0));
+        assert_eq!(highest_listed_cpu(b"0-3,8-11\n"), Some(11));
+        assert_eq!(highest_listed_cpu(b"2,5,7"), Some(7));
+        assert_eq!(highest_listed_cpu(b"garbage"), None);
+        assert_eq!(highest_listed_cpu(b""), None);
+    }
+
+    #[test]
+    fn headers_round_trip_and_partitions_are_disjoint() {
+        let h = ClassHeader { current: 1, aux: 2, end: 3, begin: 4 };
+        assert_eq!(decode(encode(h)), h);
+        for class in SizeClass::all() {
+            let b = BEGIN[class.index()] as usize;
+            assert!(b >= FIRST_SLOT);
+            if let Some(next) = SizeClass::from_index(class.index() + 1) {
+                assert_eq!(b + class.max_capacity(), BEGIN[next.index()] as usize);
+            } else {
+                assert!(b + class.max_capacity() <= REGION_BYTES / 8);
+            }
+        }
+    }
+}

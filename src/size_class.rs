@@ -169,3 +169,67 @@ impl SizeClass {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lookup_agrees_with_reference_for_every_size() {
+        for size in 0..=MAX_SMALL {
+            assert_eq!(SizeClass::of_unchecked(size).index(), reference_class(size), "size {size}");
+        }
+    }
+
+    #[test]
+    fn classes_are_increasing_multiples_of_16_and_fit_their_spans() {
+        for (a, b) in SizeClass::all().zip(SizeClass::all().skip(1)) {
+            assert!(a.size() < b.size());
+        }
+        for c in SizeClass::all() {
+            assert_eq!(c.size() % 16, 0);
+            let span = c.span_granules() * 64 * 1024;
+            assert!(span / c.size() >= 8, "class {} has fewer than 8 objects per span", c.size());
+            assert!((span % c.size()) * 16 <= span, "class {} wastes over 1/16 of its span", c.size());
+            assert!(c.batch() >= 2 && c.batch() <= MAX_BATCH);
+            assert!(c.max_capacity() >= 2 * c.batch());
+        }
+        assert_eq!(SizeClass::from_index(NUM_CLASSES - 1).unwrap().size(), MAX_SMALL);
+    }
+
+    proptest! {
+        #[test]
+        fn class_fits_request_and_bounds_waste(size in 0usize..=MAX_SMALL) {
+            let c = SizeClass::of(size).unwrap();
+            prop_assert!(c.size() >= size);
+            prop_assert!(c.size() - size <= 15usize.max(size / 4), "size {} -> {}", size, c.size());
+            prop_assert!(c.alignment() >= 16);
+        }
+
+        #[test]
+        fn lookup_is_monotone(a in 0usize..=MAX_SMALL, b in 0usize..=MAX_SMALL) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            prop_assert!(SizeClass::of(lo).unwrap() <= SizeClass::of(hi).unwrap());
+        }
+
+        #[test]
+        fn over_aligned_classes_honour_alignment(size in 0usize..=MAX_SMALL, shift in 0u32..=16) {
+            let align = 1usize << shift;
+            match SizeClass::for_layout(size, align) {
+                Some(c) => {
+                    prop_assert!(c.size() >= size);
+                    prop_assert!(c.alignment() >= align);
+                    prop_assert_eq!(c.size() % align, 0);
+                }
+                // Only alignments beyond every class's may go to mappings.
+                None => prop_assert!(align > 16 && SizeClass::all().all(|c| c.size() < size || c.alignment() < align)),
+            }
+        }
+
+        #[test]
+        fn too_big_has_no_class(size in MAX_SMALL + 1..usize::MAX) {
+            prop_assert!(SizeClass::of(size).is_none());
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Test-only access (feature `test-hooks`) to the per-CPU machinery on a
+//! slab the test owns: the real critical sections, driven with either the
+//! thread's real rseq area or a fake one whose cache index the test sets.
+//! Not a supported API: it repoints the process-wide control block, so a
+//! process that uses it must not also allocate through `RseqAlloc`.
+
+use core::sync::atomic::Ordering;
+
+use crate::config::{Config, ModeRequest};
+use crate::percpu::{self, ClassHeader};
+use crate::rseq::abi::Rseq;
+use crate::rseq::{self, cs, CacheIndex, Mode};
+use crate::size_class::SizeClass;
+
+pub use crate::size_class::NUM_CLASSES;
+
+/// Where sections read the cache index from.
+pub enum Index {
+    /// The thread's real, registered rseq area (glibc's or our own): the
+    /// kernel really restarts sections.
+    Real,
+    /// A fake, unregistered area owned by the test: `FakeArea::set` picks the
+    /// cache, and nothing ever restarts. Only the installing thread may use it.
+    Fake(&'static FakeArea),
+}
+
+/// A struct rseq the kernel does not know about.
+#[repr(transparent)]
+pub struct FakeArea(core::cell::UnsafeCell<Rseq>);
+
+// SAFETY: used by one thread only (`Index::Fake` contract).
+unsafe impl Sync for FakeArea {}
+
+impl FakeArea {
+    /// A leaked fake area with cpu_id = mm_cid = `index`.
+    pub fn new(index: u32) -> &'static FakeArea {
+        let area = Box::leak(Box::new(FakeArea(core::cell::UnsafeCell::new(Rseq {
+            cpu_id_start: 0,
+            cpu_id: index,
+            rseq_cs: 0,
+            flags: 0,
+            node_id: 0,
+            mm_cid: index,
+            padding: 0,
+        }))));
+        area
+    }
+
+    /// Makes the sections use cache `index` (any value; ≥ ncpu must miss).
+    pub fn set(&self, index: u32) {
+        // SAFETY: only the owning thread writes or reads through sections.
+        unsafe {
+            (*self.0.get()).cpu_id = index;
+            (*self.0.get()).mm_cid = index;
+        }
+    }
+}
+
+/// A test-owned slab that the critical sections now operate on.
+pub struct Slab {
+    mode: Mode,
+}
+
+impl Slab {
+    /// Maps `ncpu` regions with `budget` bytes each and points the sections
+    /// at them. With `Index::Real`, the mode is chosen as the allocator
+    /// would (so it may be the fallback, where `push`/`pop` take the region
+    /// lock instead).
+    ///
+    /// # Safety
+    /// Call once per process, before any other thread uses the sections, in
+    /// a process that does not allocate through `RseqAlloc`.
+    pub unsafe fn install(ncpu: usize, budget: usize, index: Index) -> Slab {
+        let slabs = percpu::map_slabs(ncpu, budget).expect("map test slab");
+        let config = Config::from_env();
+        let (mode, area_off) = match index {
+            Index::Real => rseq::choose_mode(&config),
+            Index::Fake(area) => {
+                // SAFETY: an offset from the thread pointer to any address is
+                // just arithmetic; only this thread uses it.
+                let tp = unsafe { cs::rseqalloc_thread_pointer() } as isize;
+                (Mode::RseqGlibc, area.0.get() as isize - tp)
+            }
+        };
+        let cache = if matches!(config.mode, ModeRequest::Fallback) { CacheIndex::CpuId } else { rseq::choose_index(&config, mode) };
+        rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
+        Slab { mode }
+    }
+
+    /// The mode the slab runs in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Pushes on the current cache's stack of `class`. False when full or
+    /// the thread has no usable index.
+    pub fn push(&self, class: usize, p: *mut u8) -> bool {
+        let class = SizeClass::from_index(class).expect("class");
+        if self.mode == Mode::Fallback {
+            return self.locked(|r| r.push_locked(class, p)).unwrap_or(false);
+        }
+        // SAFETY: the slab is mapped; p is an opaque token to the section.
+        unsafe { cs::rseqalloc_cs_push(class.index(), p) }
+    }
+
+    /// Pops from the current cache's stack of `class`.
+    pub fn pop(&self, class: usize) -> Option<*mut u8> {
+        let class = SizeClass::from_index(class).expect("class");
+        if self.mode == Mode::Fallback {
+            return self.locked(|r| r.pop_locked(class)).flatten();
+        }
+        // SAFETY: as in `push`.
+        let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
+        (!p.is_null()).then_some(p)
+    }
+
+    /// Pops up to `out.len()` objects with one commit; returns how many.
+    pub fn pop_batch(&self, class: usize, out: &mut [*mut u8]) -> usize {
+        let class = SizeClass::from_index(class).expect("class");
+        if self.mode == Mode::Fallback {
+            return self.locked(|r| out.iter_mut().map_while(|o| r.pop_locked(class).map(|p| *o = p)).count()).unwrap_or(0);
+        }
+        // SAFETY: out is writable for its length.
+        unsafe { cs::rseqalloc_cs_pop_batch(class.index(), out.as_mut_ptr(), out.len()) }
+    }
+
+    /// Pushes a prefix of `items` with one commit; returns its length.
+    pub fn push_batch(&self, class: usize, items: &[*mut u8]) -> usize {
+        let class = SizeClass::from_index(class).expect("class");
+        if self.mode == Mode::Fallback {
+            return self.locked(|r| items.iter().take_while(|&&p| r.push_locked(class, p)).count()).unwrap_or(0);
+        }
+        // SAFETY: items is readable for its length.
+        unsafe { cs::rseqalloc_cs_push_batch(class.index(), items.as_ptr(), items.len()) }
+    }
+
+    /// Lays out cache `cpu` and raises `class`'s capacity by up to `slots`;
+    /// returns the slots added.
+    pub fn grow(&self, cpu: usize, class: usize, slots: usize) -> usize {
+        let class = SizeClass::from_index(class).expect("class");
+        let region = percpu::region(cpu).expect("cpu");
+        let _guard = region.meta().lock.lock();
+        region.init_locked();
+        region.grow_locked(class, slots)
+    }
+
+    /// Empties `class`'s stack in cache `cpu` under its lock. Only sound
+    /// when no other thread runs sections (single-threaded tests, or after
+    /// the workers joined).
+    pub fn drain(&self, cpu: usize, class: usize) -> Vec<*mut u8> {
+        let class = SizeClass::from_index(class).expect("class");
+        let region = percpu::region(cpu).expect("cpu");
+        let _guard = region.meta().lock.lock();
+        core::iter::from_fn(|| region.pop_locked(class)).collect()
+    }
+
+    /// `class`'s header in cache `cpu`.
+    pub fn header(&self, cpu: usize, class: usize) -> ClassHeader {
+        percpu::region(cpu).expect("cpu").header(SizeClass::from_index(class).expect("class"))
+    }
+
+    /// Simulates an aborted push or batch push: writes `junk` into every
+    /// slot of `class` at or above `current`, which a section may have
+    /// written before losing its commit.
+    pub fn scribble_above_top(&self, cpu: usize, class: usize, junk: *mut u8) {
+        let h = self.header(cpu, class);
+        let region = percpu::region(cpu).expect("cpu");
+        for slot in h.current..h.end {
+            // SAFETY: [current, end) are slots of this class's partition.
+            unsafe { *((region.meta() as *const _ as usize + 8 * slot as usize) as *mut *mut u8) = junk };
+        }
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(percpu::Region) -> R) -> Option<R> {
+        let region = crate::os::current_cpu().and_then(percpu::region)?;
+        let _guard = region.meta().lock.try_lock()?;
+        region.init_locked();
+        Some(f(region))
+    }
+}
+
+/// Registers the calling thread's own rseq area if the process runs in
+/// that mode (glibc's area needs nothing). Returns whether the thread can
+/// run sections.
+pub fn register_thread() -> bool {
+    rseq::current_index().is_some()
+}
+
+/// Restart counts per section (pop, push, pop batch, push batch).
+pub fn restarts() -> [u64; cs::NUM_SITES] {
+    // SAFETY: the counters are a static array in the asm object.
+    core::array::from_fn(|i| unsafe { cs::rseqalloc_restarts[i].load(Ordering::Relaxed) })
+}

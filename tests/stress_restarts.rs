@@ -1,0 +1,208 @@
+//! Forced-restart stress: 4× more threads than CPUs run every critical
+//! section (push, pop, batch push, batch pop) on tokens while SIGALRM fires
+//! every 20 µs and a thread keeps flipping the workers' CPU affinities. At the
+//! end every token must be accounted for exactly once, and the restart
+//! counters must show that each kind of section was restarted at least once.
+//!
+//! In fallback mode (RSEQALLOC_MODE=fallback, or no rseq) the same traffic
+//! goes through the locked path: tokens must be conserved, and nothing may
+//! restart. Runs as its own process (harness = false) because it repoints
+//! the critical sections at a test slab.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rseqalloc::test_hooks::{self, Index, Slab};
+use rseqalloc::Mode;
+
+const TOKENS: usize = 8192;
+/// Two classes whose stacks are kept small, so that pushes find them full
+/// and pops find them empty often, and batches are partial.
+const CLASSES: [usize; 2] = [1, 9];
+const CAPACITY: usize = 48;
+const MAX_SECONDS: u64 = 60;
+
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_else(|_| "0".into());
+    let highest = text.trim().split([',', '-']).filter_map(|s| s.parse::<usize>().ok()).max().unwrap_or(0);
+    highest + 1
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: &AtomicI32) -> Vec<usize> {
+    tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    test_hooks::register_thread();
+    let mut rng = Rng(seed | 1);
+    let mut buf = [std::ptr::null_mut::<u8>(); 32];
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..256 {
+            let r = rng.next();
+            let class = CLASSES[(r & 1) as usize];
+            match (r >> 1) % 4 {
+                0 => {
+                    if let Some(&t) = mine.last() {
+                        if slab.push(class, t as *mut u8) {
+                            mine.pop();
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(p) = slab.pop(class) {
+                        mine.push(p as usize);
+                    }
+                }
+                2 => {
+                    let n = ((r >> 8) as usize % 32 + 1).min(mine.len());
+                    let items: Vec<*mut u8> = mine[mine.len() - n..].iter().map(|&t| t as *mut u8).collect();
+                    let k = slab.push_batch(class, &items);
+                    // The section pushed items[..k]: drop exactly those.
+                    let start = mine.len() - n;
+                    mine.drain(start..start + k);
+                }
+                _ => {
+                    let n = (r >> 8) as usize % 32 + 1;
+                    let k = slab.pop_batch(class, &mut buf[..n]);
+                    mine.extend(buf[..k].iter().map(|&p| p as usize));
+                }
+            }
+        }
+    }
+    mine
+}
+
+fn main() {
+    let ncpu = possible_cpus();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = 4 * cpus.max(2);
+    // SAFETY: this process never allocates through RseqAlloc; the slab is
+    // installed before any worker exists.
+    let slab = Arc::new(unsafe { Slab::install(ncpu, 1 << 20, Index::Real) });
+    let mode = slab.mode();
+    for cpu in 0..ncpu {
+        for class in CLASSES {
+            slab.grow(cpu, class, CAPACITY);
+        }
+    }
+    println!("stress: mode {mode:?}, {threads} threads on {cpus} CPUs, {ncpu} caches, {TOKENS} tokens");
+
+    // SIGALRM every 20 µs, delivered to whichever thread the kernel picks.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let t = libc::timeval { tv_sec: 0, tv_usec: 20 };
+        let timer = libc::itimerval { it_interval: t, it_value: t };
+        libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tids: Arc<Vec<AtomicI32>> = Arc::new((0..threads).map(|_| AtomicI32::new(0)).collect());
+    let per = TOKENS / threads;
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (slab, stop, tids) = (slab.clone(), stop.clone(), tids.clone());
+            // Token values are multiples of 16, as real objects would be.
+            let mine: Vec<usize> = (i * per..(i + 1) * per).map(|t| (t + 1) << 4).collect();
+            std::thread::spawn(move || worker(&slab, i as u64 * 0x9E37_79B9 + 7, mine, &stop, &tids[i]))
+        })
+        .collect();
+
+    // The migrator: pin a random worker to a random CPU, or release it.
+    let migrations = Arc::new(AtomicU64::new(0));
+    let migrator = {
+        let (stop, tids, migrations) = (stop.clone(), tids.clone(), migrations.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(12345);
+            while !stop.load(Ordering::Relaxed) {
+                let r = rng.next();
+                let tid = tids[r as usize % tids.len()].load(Ordering::Relaxed);
+                if tid != 0 {
+                    unsafe {
+                        let mut set: libc::cpu_set_t = std::mem::zeroed();
+                        if r & 0x100 == 0 {
+                            libc::CPU_SET((r >> 16) as usize % cpus, &mut set);
+                        } else {
+                            (0..cpus).for_each(|c| libc::CPU_SET(c, &mut set));
+                        }
+                        if libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) == 0 {
+                            migrations.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+
+    // Run until every section restarted at least once (or the limit).
+    let start = Instant::now();
+    let rseq = mode != Mode::Fallback;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let r = test_hooks::restarts();
+        let done = if rseq { r.iter().all(|&n| n > 0) && start.elapsed() > Duration::from_secs(2) } else { start.elapsed() > Duration::from_secs(2) };
+        if done || start.elapsed() > Duration::from_secs(MAX_SECONDS) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut held: Vec<usize> = Vec::with_capacity(TOKENS);
+    for w in workers {
+        held.extend(w.join().expect("worker panicked"));
+    }
+    migrator.join().unwrap();
+    unsafe {
+        let zero: libc::itimerval = std::mem::zeroed();
+        libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
+    }
+
+    let cached = Mutex::new(0usize);
+    for cpu in 0..ncpu {
+        for class in CLASSES {
+            let drained = slab.drain(cpu, class);
+            *cached.lock().unwrap() += drained.len();
+            held.extend(drained.into_iter().map(|p| p as usize));
+        }
+    }
+    let restarts = test_hooks::restarts();
+    println!(
+        "stress: {:.1} s, {} signals, {} migrations, {} tokens cached at the end",
+        start.elapsed().as_secs_f64(),
+        SIGNALS.load(Ordering::Relaxed),
+        migrations.load(Ordering::Relaxed),
+        cached.into_inner().unwrap()
+    );
+    println!("stress: restarts pop {}, push {}, pop batch {}, push batch {}", restarts[0], restarts[1], restarts[2], restarts[3]);
+
+    held.sort_unstable();
+    let expected: Vec<usize> = (0..per * threads).map(|t| (t + 1) << 4).collect();
+    let lost = expected.len() as i64 - held.len() as i64;
+    held.dedup();
+    assert_eq!(held.len() as i64 + lost, expected.len() as i64, "a token was duplicated");
+    assert_eq!(held, expected, "tokens were lost or invented");
+    if rseq {
+        for (name, n) in ["pop", "push", "pop batch", "push batch"].iter().zip(restarts) {
+            assert!(n > 0, "the {name} section was never restarted");
+        }
+    } else {
+        assert_eq!(restarts, [0; 4], "the fallback must never enter a section");
+    }
+    println!("stress: ok, all {} tokens accounted for", expected.len());
+}
