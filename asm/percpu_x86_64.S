@@ -26,7 +26,9 @@
  *
  * Each section's 32-byte descriptor goes in section __rseq_cs and a pointer to
  * it in __rseq_cs_ptr_array, the conventions debuggers, DynamoRIO and our own
- * test (tests/rseq_cs_section.rs) use to find every section.
+ * test (tests/rseq_cs_section.rs) use to find every section. Both sections
+ * are marked retained ("R", SHF_GNU_RETAIN): nothing references the pointer
+ * array, and the linker's --gc-sections would otherwise drop it.
  *
  * Constants come from abi.h; src/rseq/cs.rs declares these functions to Rust
  * with their safety contracts.
@@ -65,7 +67,7 @@
  * start_ip, post_commit_offset, abort_ip} into __rseq_cs and a pointer to it
  * into __rseq_cs_ptr_array. Expects labels .L<name>_start, _commit, _abort. */
 .macro RSEQ_DESCRIPTOR name
-	.pushsection __rseq_cs, "aw"
+	.pushsection __rseq_cs, "awR"
 	.balign RSEQ_CS_SIZE
 .L\name\()_cs:
 	.long 0, 0
@@ -73,7 +75,7 @@
 	.quad .L\name\()_commit - .L\name\()_start
 	.quad .L\name\()_abort
 	.popsection
-	.pushsection __rseq_cs_ptr_array, "aw"
+	.pushsection __rseq_cs_ptr_array, "awR"
 	.balign 8
 	.quad .L\name\()_cs
 	.popsection

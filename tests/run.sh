@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, in every mode the allocator can run in:
+#   glibc     rseq through the area glibc registered for every thread (default)
+#   cpu-id    the same, with caches indexed by CPU id instead of mm_cid
+#   own       rseq through our own per-thread registration (glibc's turned off)
+#   fallback  no critical sections (RSEQALLOC_MODE=fallback)
+#   valgrind  the fallback as valgrind forces it (rseq(2) gives ENOSYS there)
+# Prints a closing "N passed, N failed" line and exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v valgrind >/dev/null; then
+    echo "== installing valgrind"
+    (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null) || { echo "cannot install valgrind"; exit 1; }
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+failed_steps=()
+
+# run NAME ENV... -- COMMAND...: runs one step, keeping its output for the tally.
+run() {
+    local name=$1; shift
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    echo "== $name"
+    if ! env "${envs[@]}" "$@" 2>&1 | tee -a "$log"; then
+        failed_steps+=("$name")
+    fi
+}
+
+cargo build --release --features test-hooks --tests --examples 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
+
+all_tests=(cargo test --release --features test-hooks --tests)
+run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features test-hooks
+run "glibc mode, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- "${all_tests[@]}"
+run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rseq=0 -- "${all_tests[@]}"
+run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
+run "valgrind (fallback)" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_TEST_QUICK=1 \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --error-exitcode=99" -- \
+    cargo test --release --features test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
+
+# Tally every "N passed; M failed" (libtest) and "N passed, M failed" (our
+# harness-less binaries) line.
+read -r passed failed < <(grep -oE '[0-9]+ passed[;,] [0-9]+ failed' "$log" |
+    awk '{p += $1; f += $3} END {print p + 0, f + 0}')
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    echo "failed steps: ${failed_steps[*]}"
+    failed=$((failed + ${#failed_steps[@]}))
+fi
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
