@@ -1,0 +1,175 @@
+/* Shared helpers for the rseqalloc workload shoot-out (benches/workloads).
+ *
+ * Every workload is a small C program: `prog THREADS [SCALE [SEED]]`.
+ * It prints exactly one machine-readable line on stdout:
+ *
+ *   RESULT name=<w> threads=<t> scale=<s> seed=<n> ops=<n> unit=<u>
+ *          elapsed=<sec> ops_per_sec=<x> checksum=0x<hex> verified=<n>
+ *
+ * and exits 0 only if every self-check passed.  Blocks carry a tag derived
+ * from a deterministic RNG; whoever frees a block first verifies its tag
+ * (head word and tail word) and adds it to a checksum.  The checksum is a
+ * function of (threads, scale, seed) only — never of the allocator or of the
+ * thread interleaving — so the runner can compare it across allocators.
+ */
+#ifndef WL_COMMON_H
+#define WL_COMMON_H
+
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WL_UNUSED __attribute__((unused))
+
+/* ---------- RNG: splitmix64 seeding + xorshift64* stream ---------- */
+static inline uint64_t wl_mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+typedef struct { uint64_t s; } wl_rng;
+
+static inline void wl_rng_seed(wl_rng *r, uint64_t seed, uint64_t a, uint64_t b) {
+  r->s = wl_mix(wl_mix(wl_mix(seed) ^ a) ^ (b * 0x2545f4914f6cdd1dULL)) | 1;
+}
+static inline uint64_t wl_next(wl_rng *r) {
+  uint64_t x = r->s;
+  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  r->s = x;
+  return x * 0x2545f4914f6cdd1dULL;
+}
+/* uniform in [0, n) */
+static inline uint64_t wl_below(wl_rng *r, uint64_t n) {
+  return (uint64_t)(((unsigned __int128)wl_next(r) * n) >> 64);
+}
+/* uniform in [lo, hi] */
+static inline uint64_t wl_range(wl_rng *r, uint64_t lo, uint64_t hi) {
+  return lo + wl_below(r, hi - lo + 1);
+}
+/* true with probability pct/100 */
+static inline int wl_chance(wl_rng *r, unsigned pct) { return wl_below(r, 100) < pct; }
+
+/* ---------- block tagging ---------- */
+/* Tag for block number `seq` made by logical producer `who`; never 0. */
+static inline uint64_t wl_tag(uint64_t seed, uint64_t who, uint64_t seq) {
+  return wl_mix(seed ^ (who << 40) ^ seq) | 1;
+}
+
+static void wl_die(const char *what, const void *p, size_t sz, uint64_t want, uint64_t got) {
+  fprintf(stderr, "VERIFY FAILED: %s block=%p size=%zu want=%016llx got=%016llx\n", what, p, sz,
+          (unsigned long long)want, (unsigned long long)got);
+  fflush(stderr);
+  exit(2);
+}
+
+/* Write the tag into a block of `sz` bytes (sz >= 8).  Head word = tag,
+ * tail word (if sz >= 16) = ~tag ^ sz; for big blocks one word per 4 KiB page
+ * is written too so that the allocator's pages are really touched (RSS). */
+static inline void wl_fill(void *p, size_t sz, uint64_t tag) {
+  unsigned char *b = (unsigned char *)p;
+  memcpy(b, &tag, 8);
+  if (sz >= 16) {
+    uint64_t t = ~tag ^ (uint64_t)sz;
+    memcpy(b + sz - 8, &t, 8);
+  }
+  for (size_t off = 4096; off + 8 <= sz - 8; off += 4096) memcpy(b + off, &tag, 8);
+}
+
+/* Check a block filled by wl_fill; returns the tag.  Aborts the process on
+ * corruption.  If `want` != 0 the tag must equal it. */
+static inline uint64_t wl_check(const void *p, size_t sz, uint64_t want) {
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t tag, t;
+  if (!p) wl_die("null block", p, sz, want, 0);
+  memcpy(&tag, b, 8);
+  if (want && tag != want) wl_die("head tag", p, sz, want, tag);
+  if (sz >= 16) {
+    memcpy(&t, b + sz - 8, 8);
+    if (t != (~tag ^ (uint64_t)sz)) wl_die("tail tag", p, sz, ~tag ^ (uint64_t)sz, t);
+  }
+  for (size_t off = 4096; off + 8 <= sz - 8; off += 4096) {
+    memcpy(&t, b + off, 8);
+    if (t != tag) wl_die("page tag", p, sz, tag, t);
+  }
+  return tag;
+}
+
+static inline void *wl_malloc(size_t sz) {
+  void *p = malloc(sz);
+  if (!p) {
+    fprintf(stderr, "malloc(%zu) returned NULL\n", sz);
+    exit(3);
+  }
+  return p;
+}
+
+/* ---------- timing / args / result ---------- */
+static inline double wl_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct {
+  int threads;
+  double scale;
+  uint64_t seed;
+} wl_args;
+
+static WL_UNUSED wl_args wl_parse(int argc, char **argv, const char *name) {
+  wl_args a = {1, 1.0, 42};
+  if (argc < 2 || argc > 4) {
+    fprintf(stderr, "usage: %s THREADS [SCALE=1.0 [SEED=42]]\n", name);
+    exit(64);
+  }
+  a.threads = atoi(argv[1]);
+  if (argc > 2) a.scale = atof(argv[2]);
+  if (argc > 3) a.seed = strtoull(argv[3], NULL, 0);
+  if (a.threads < 1 || a.threads > 1024 || !(a.scale > 0)) {
+    fprintf(stderr, "%s: bad arguments\n", name);
+    exit(64);
+  }
+  return a;
+}
+
+/* scaled count, at least `min` */
+static inline uint64_t wl_scaled(double scale, uint64_t base, uint64_t min) {
+  double v = (double)base * scale;
+  uint64_t n = (uint64_t)(v + 0.5);
+  return n < min ? min : n;
+}
+
+static WL_UNUSED void wl_result(const char *name, const wl_args *a, uint64_t ops, const char *unit,
+                                double elapsed, uint64_t checksum, uint64_t verified) {
+  printf("RESULT name=%s threads=%d scale=%g seed=%llu ops=%llu unit=%s elapsed=%.6f "
+         "ops_per_sec=%.1f checksum=0x%016llx verified=%llu\n",
+         name, a->threads, a->scale, (unsigned long long)a->seed, (unsigned long long)ops, unit,
+         elapsed, elapsed > 0 ? (double)ops / elapsed : 0.0, (unsigned long long)checksum,
+         (unsigned long long)verified);
+  fflush(stdout);
+}
+
+static WL_UNUSED void wl_expect_eq(const char *what, uint64_t want, uint64_t got) {
+  if (want != got) {
+    fprintf(stderr, "CHECK FAILED: %s want=%016llx got=%016llx\n", what, (unsigned long long)want,
+            (unsigned long long)got);
+    exit(2);
+  }
+}
+
+static inline void wl_create(pthread_t *t, void *(*fn)(void *), void *arg) {
+  int e = pthread_create(t, NULL, fn, arg);
+  if (e) {
+    fprintf(stderr, "pthread_create failed: %s\n", strerror(e));
+    exit(4);
+  }
+}
+
+#endif
