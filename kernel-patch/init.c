@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * /init for the rseq-regions QEMU test initramfs.
+ *
+ * Runs every executable in /tests in name order, each in its own process
+ * with a time limit, and prints one "KTEST-RESULT <name> <status>" line per
+ * test on the console, where status is PASS, FAIL(exit=N), FAIL(signal=N)
+ * or FAIL(timeout). Then "KTEST-DONE" and a reboot: without ACPI a
+ * power-off would only halt, while RB_AUTOBOOT plus QEMU's -no-reboot
+ * makes QEMU exit.
+ *
+ * Words of the kernel command line that the kernel does not know reach
+ * this program's environment (RR_ITERS=..., KTEST_TIMEOUT=...), and the
+ * tests inherit them.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TEST_DIR	"/tests"
+#define MAX_TESTS	64
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Run one test; returns its status word, or -1 on timeout. */
+static int run(const char *name, int timeout)
+{
+	char path[512];
+	int status = 0;
+	double deadline;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/%s", TEST_DIR, name);
+	pid = fork();
+	if (pid < 0)
+		return 255 << 8;
+	if (!pid) {
+		/* Own process group, so a timeout can kill helpers too. */
+		setpgid(0, 0);
+		execl(path, name, (char *)NULL);
+		perror(path);
+		_exit(127);
+	}
+	deadline = now() + timeout;
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return status;
+		if (r < 0 && errno != EINTR)
+			return 255 << 8;
+		if (now() > deadline) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+		usleep(20000);
+	}
+}
+
+int main(void)
+{
+	const char *env = getenv("KTEST_TIMEOUT");
+	int timeout = env ? atoi(env) : 240;
+	char *names[MAX_TESTS];
+	int n = 0, i, failed = 0;
+	struct utsname u;
+	struct dirent *d;
+	DIR *dir;
+
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	uname(&u);
+	printf("KTEST-INFO kernel %s %s, %ld cpus online\n", u.release,
+	       u.version, sysconf(_SC_NPROCESSORS_ONLN));
+
+	dir = opendir(TEST_DIR);
+	while (dir && (d = readdir(dir)) && n < MAX_TESTS) {
+		if (d->d_name[0] != '.')
+			names[n++] = strdup(d->d_name);
+	}
+	qsort(names, n, sizeof(names[0]), by_name);
+
+	for (i = 0; i < n; i++) {
+		double t0 = now();
+		int st;
+
+		printf("KTEST-START %s\n", names[i]);
+		st = run(names[i], timeout);
+		if (st == -1)
+			printf("KTEST-RESULT %s FAIL(timeout)", names[i]);
+		else if (WIFSIGNALED(st))
+			printf("KTEST-RESULT %s FAIL(signal=%d)", names[i],
+			       WTERMSIG(st));
+		else if (WEXITSTATUS(st))
+			printf("KTEST-RESULT %s FAIL(exit=%d)", names[i],
+			       WEXITSTATUS(st));
+		else
+			printf("KTEST-RESULT %s PASS", names[i]);
+		printf(" %.1fs\n", now() - t0);
+		failed += st != 0;
+	}
+	printf("KTEST-DONE %d tests, %d failed\n", n, failed);
+	fflush(stdout);
+	sync();
+	reboot(RB_AUTOBOOT);
+	return 0;
+}

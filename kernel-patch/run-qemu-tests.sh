@@ -1,0 +1,317 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# Build Debian's linux-source-6.12 with the restart-regions series, boot it
+# under QEMU (TCG) with 2 and then 4 vCPUs, and run in the guest:
+#   - the kernel selftest tools/testing/selftests/rseq_regions (from the series),
+#   - rseqalloc's own tests stress_restarts and global_alloc (cargo, static).
+# Ends with one line "N passed, N failed"; exits non-zero on any failure,
+# including a timeout, a kernel panic or a missing result.
+#
+# Why each choice (see /work/shared/reference/kernel-boot.md for the numbers):
+#   tinyconfig + qemu.config: 2-5 min to build instead of 15-20 for defconfig;
+#   TCG, not KVM: KVM here is PVM, which cannot run a stock kernel;
+#   -smp N,sockets=N: without ACPI, SeaBIOS's MP table lists one CPU per socket;
+#   tsc=reliable: otherwise TCG marks the TSC unstable and timers run on jiffies;
+#   PVH vmlinux: boots faster than a bzImage;
+#   RB_AUTOBOOT + -no-reboot: without ACPI a power-off only halts.
+#
+# Environment knobs (defaults in brackets):
+#   KCACHE [/var/cache/rseqalloc-kernel]  kernel + selftest cache, keyed by inputs
+#   WORK [/var/tmp/rseqalloc-kernel-work] scratch: source tree, build, initramfs
+#   SMP_LIST ["2 4"]  vCPU counts to boot with
+#   TIMEOUT [300]     seconds per boot, QEMU is killed after that
+#   RR_ITERS [1000000] operations per worker thread in the selftest
+#   JOBS [nproc+1]    make -j
+#   KSRC_PIN [6.12.117-1~deb12u1] preferred linux-source-6.12 version
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+KCACHE=${KCACHE:-/var/cache/rseqalloc-kernel}
+WORK=${WORK:-/var/tmp/rseqalloc-kernel-work}
+SMP_LIST=${SMP_LIST:-"2 4"}
+TIMEOUT=${TIMEOUT:-300}
+RR_ITERS=${RR_ITERS:-1000000}
+JOBS=${JOBS:-$(($(nproc) + 1))}
+KSRC_PKG=linux-source-6.12
+KSRC_PIN=${KSRC_PIN:-6.12.117-1~deb12u1}
+KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
+# Reproducible builds: the same inputs give the same vmlinux.
+KBUILD_ENV=(KBUILD_BUILD_TIMESTAMP=2000-01-01 KBUILD_BUILD_USER=rseqalloc KBUILD_BUILD_HOST=qemu)
+
+T0=$(date +%s)
+log() { echo "[run-qemu-tests +$(($(date +%s) - T0))s] $*"; }
+die() { echo "[run-qemu-tests] FATAL: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
+
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
+APT_UPDATED=
+apt_update() {
+	[ -n "$APT_UPDATED" ] && return 0
+	apt-get update -q >/dev/null || die "apt-get update failed"
+	APT_UPDATED=1
+}
+
+# Debian 12 ships qemu 7.2, whose qemu-system-common conflicts with the
+# qemu-utils 10.x from bookworm-backports preinstalled on these machines:
+# installing it would remove qemu-utils. Take qemu from backports instead,
+# with a sources list derived from the machine's own, without touching /etc/apt.
+install_qemu() {
+	local d codename uri keyring
+	d=$(mktemp -d)
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+	cp /etc/apt/sources.list.d/*.sources "$d/" 2>/dev/null || true
+	[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$d/main.list"
+	uri=$(awk -v c="$codename" '/^URIs:/ { u = $2 } /^Suites:/ && $0 ~ (" " c "( |$)") { print u; exit }' \
+		/etc/apt/sources.list.d/*.sources 2>/dev/null)
+	keyring=$(awk -v c="$codename" '/^Suites:/ && $0 ~ (" " c "( |$)") { f = 1 } f && /^Signed-By:/ { print $2; exit }' \
+		/etc/apt/sources.list.d/*.sources 2>/dev/null)
+	uri=${uri:-http://deb.debian.org/debian}
+	keyring=${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}
+	printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\nSigned-By: %s\n' \
+		"$uri" "$codename" "$keyring" > "$d/rseqalloc-backports.sources"
+	log "installing qemu-system-x86 from $codename-backports ($uri)"
+	if apt-get -o Dir::Etc::SourceParts="$d" -o Dir::Etc::SourceList=/dev/null update -q >/dev/null &&
+	   DEBIAN_FRONTEND=noninteractive apt-get -o Dir::Etc::SourceParts="$d" \
+		-o Dir::Etc::SourceList=/dev/null install -y -q --no-install-recommends \
+		-t "$codename-backports" qemu-system-x86 >/dev/null; then
+		rm -rf "$d"
+		return 0
+	fi
+	rm -rf "$d"
+	log "WARNING: backports qemu failed, falling back to $codename's qemu-system-x86"
+	apt_update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86 >/dev/null
+}
+
+install_deps() {
+	local need=() p
+	for p in bc bison flex cpio libelf-dev libssl-dev xz-utils gcc make libc6-dev python3; do
+		installed "$p" || need+=("$p")
+	done
+	if [ ${#need[@]} -gt 0 ]; then
+		log "installing ${need[*]}"
+		apt_update
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null ||
+			die "apt-get install ${need[*]} failed"
+	fi
+	if ! installed "$KSRC_PKG"; then
+		apt_update
+		log "installing $KSRC_PKG (preferring $KSRC_PIN)"
+		# The security archive drops old versions after a while: fall
+		# back to the newest one; the patches apply with fuzz.
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"$KSRC_PKG=$KSRC_PIN" >/dev/null 2>&1 ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"$KSRC_PKG" >/dev/null || die "cannot install $KSRC_PKG"
+	fi
+	installed qemu-system-x86 || install_qemu || die "cannot install qemu-system-x86"
+	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found"
+}
+
+patches() { grep -v '^\s*\(#\|$\)' "$HERE/series" | sed "s|^|$HERE/|"; }
+
+# Everything the cached kernel and selftest binary depend on.
+cache_key() {
+	{
+		echo "src $KSRC_VER"
+		patches | xargs cat
+		cat "$HERE/qemu.config" "$HERE/run-qemu-tests.sh"
+		gcc --version | head -1
+		dpkg-query -W -f='${Version}\n' libc6
+	} | sha256sum | cut -c1-16
+}
+
+# Every CONFIG_ line of the fragment must survive olddefconfig unchanged.
+check_config() {
+	local cfg=$1 line opt bad=0
+	while read -r line; do
+		case "$line" in
+		CONFIG_*=*)
+			grep -qxF "$line" "$cfg" || { echo "config: $line did not survive (have: $(grep "^${line%%=*}=" "$cfg" || echo unset))"; bad=1; } ;;
+		"# CONFIG_"*" is not set")
+			opt=${line#\# }; opt=${opt%% *}
+			grep -q "^$opt=" "$cfg" && { echo "config: $opt should be unset"; bad=1; } ;;
+		esac
+	done < "$HERE/qemu.config"
+	return $bad
+}
+
+build_kernel() {
+	local out=$1 src=$WORK/src/linux-source-6.12 build=$WORK/build p tmp
+	log "cache miss: building kernel into $out"
+	rm -rf "$WORK/src" "$build" "$WORK/hdr" "$WORK/selftests"
+	mkdir -p "$WORK/src" "$build"
+	log "unpacking $KSRC_TAR"
+	tar -C "$WORK/src" -xf "$KSRC_TAR" || die "unpack failed"
+	for p in $(patches); do
+		log "applying $(basename "$p")"
+		patch -d "$src" -p1 --forward --quiet < "$p" || die "patch $(basename "$p") does not apply"
+	done
+	log "configuring: tinyconfig + qemu.config"
+	make -C "$src" -s ARCH=x86_64 O="$build" tinyconfig >/dev/null || die "tinyconfig failed"
+	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "$HERE/qemu.config" >/dev/null ||
+		die "merge_config failed"
+	make -C "$src" -s ARCH=x86_64 O="$build" olddefconfig >/dev/null || die "olddefconfig failed"
+	check_config "$build/.config" || die "config fragment options lost, see above"
+	log "make vmlinux -j$JOBS (log: $build/make.log)"
+	env "${KBUILD_ENV[@]}" make -C "$src" ARCH=x86_64 O="$build" -j"$JOBS" vmlinux > "$build/make.log" 2>&1 ||
+		{ tail -30 "$build/make.log"; die "kernel build failed"; }
+	log "headers_install + selftests/rseq_regions"
+	make -C "$src" -s ARCH=x86_64 O="$build" headers_install INSTALL_HDR_PATH="$WORK/hdr" >/dev/null ||
+		die "headers_install failed"
+	mkdir -p "$WORK/selftests"
+	make -C "$src/tools/testing/selftests/rseq_regions" -s OUTPUT="$WORK/selftests" \
+		KHDR_INCLUDES="-isystem $WORK/hdr/include" LDFLAGS=-static >/dev/null ||
+		die "selftest build failed"
+	tmp=$(mktemp -d "$KCACHE/.tmp.XXXXXX")
+	strip -o "$tmp/vmlinux" "$build/vmlinux"
+	cp "$build/.config" "$tmp/config"
+	cp "$WORK/selftests/regions_test" "$tmp/regions_test"
+	echo "$KSRC_VER" > "$tmp/source-version"
+	rm -rf "$out" && mv "$tmp" "$out"
+	# The 1.7 GB tree is quicker to unpack again than to keep.
+	rm -rf "$WORK/src"
+}
+
+# rseqalloc's own tests, built static so they run in the bare initramfs.
+# Prints one "name path" line per test binary found; SKIP lines go to stderr.
+RUST_WANTED="stress_restarts global_alloc"
+build_rust_tests() {
+	local meta targets features args=() t json
+	if [ ! -f "$REPO/Cargo.toml" ]; then
+		for t in $RUST_WANTED; do echo "SKIP rust:$t (no Cargo.toml in $REPO yet)" >&2; done
+		return 0
+	fi
+	if ! command -v cargo >/dev/null; then
+		for t in $RUST_WANTED; do echo "SKIP rust:$t (cargo not installed)" >&2; done
+		return 0
+	fi
+	meta=$(cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null) || {
+		echo "FAIL rust: cargo metadata failed" >&2; return 1; }
+	# Which wanted test targets exist, and the features they require.
+	read -r targets features < <(python3 -c '
+import json, sys
+want = sys.argv[1].split()
+meta = json.loads(sys.stdin.read())
+have, feats = [], set()
+for pkg in meta["packages"]:
+    for t in pkg["targets"]:
+        if "test" in t["kind"] and t["name"] in want:
+            have.append(t["name"]); feats.update(t.get("required-features") or [])
+print(",".join(have) or "-", ",".join(sorted(feats)) or "-")
+' "$RUST_WANTED" <<< "$meta")
+	for t in $RUST_WANTED; do
+		[[ ",$targets," == *",$t,"* ]] || echo "SKIP rust:$t (no test target '$t' in Cargo.toml yet)" >&2
+	done
+	[ "$targets" = "-" ] && return 0
+	for t in ${targets//,/ }; do args+=(--test "$t"); done
+	[ "$features" != "-" ] && args+=(--features "$features")
+	log "cargo test --no-run ${args[*]} (static, release)" >&2
+	json=$(cd "$REPO" && CARGO_TARGET_DIR="$WORK/cargo-target" RUSTFLAGS='-C target-feature=+crt-static' \
+		cargo test --release --target x86_64-unknown-linux-gnu --no-run --message-format=json \
+		"${args[@]}" 2> "$WORK/cargo.log") || {
+		tail -30 "$WORK/cargo.log" >&2
+		echo "FAIL rust: cargo test --no-run failed (log above)" >&2
+		return 1
+	}
+	python3 -c '
+import json, sys
+want = sys.argv[1].split(",")
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    t = m.get("target") or {}
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in t.get("kind", []) and t.get("name") in want:
+        print(t["name"], m["executable"])
+' "$targets" <<< "$json"
+}
+
+make_initramfs() {
+	local dir=$WORK/initramfs name path
+	rm -rf "$dir" && mkdir -p "$dir"/{tests,proc,sys,dev}
+	gcc -O2 -Wall -static -o "$dir/init" "$HERE/init.c" || die "init.c build failed"
+	cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions"
+	while read -r name path; do
+		[ -n "$name" ] && cp "$path" "$dir/tests/50-$name"
+	done < "$WORK/rust-tests.txt"
+	(cd "$dir" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio" || die "cpio failed"
+	ls "$dir/tests" > "$WORK/expected-tests.txt"
+}
+
+PASSED=0 FAILED=0 SKIPPED=0
+result() { # status name detail
+	echo "RESULT $1 $2${3:+ ($3)}"
+	case $1 in
+	PASS) PASSED=$((PASSED + 1)) ;;
+	SKIP) SKIPPED=$((SKIPPED + 1)) ;;
+	*) FAILED=$((FAILED + 1)) ;;
+	esac
+}
+
+boot() {
+	local smp=$1 log=$WORK/console-smp$1.log rc t line status
+	log "booting with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
+	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
+		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m 1G \
+		-nographic -no-reboot -kernel "$KDIR/vmlinux" -initrd "$WORK/initramfs.cpio" \
+		-append "console=ttyS0 panic=-1 tsc=reliable loglevel=5 RR_ITERS=$RR_ITERS KTEST_TIMEOUT=$((TIMEOUT - 30))" \
+		< /dev/null > "$log.raw" 2>&1
+	rc=$?
+	tr -d '\r' < "$log.raw" > "$log"
+	sed "s/^/[smp$smp] /" "$log"
+	log "QEMU exited with $rc after $smp-vCPU run"
+	[ $rc -eq 124 ] || [ $rc -eq 137 ] && result FAIL "boot-smp$smp" "timeout after ${TIMEOUT}s"
+	while read -r t; do
+		line=$(grep -m1 "^KTEST-RESULT $t " "$log")
+		status=$(echo "$line" | awk '{ print $3 }')
+		case $status in
+		PASS) result PASS "$t@smp$smp" ;;
+		"") result FAIL "$t@smp$smp" "no result: timeout, panic or crash" ;;
+		*) result FAIL "$t@smp$smp" "$status" ;;
+		esac
+	done < "$WORK/expected-tests.txt"
+	if grep -qE "Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection" "$log"; then
+		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E 'Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection' "$log")"
+	elif ! grep -q "^KTEST-DONE" "$log"; then
+		result FAIL "kernel-log@smp$smp" "init did not finish"
+	else
+		result PASS "kernel-log@smp$smp"
+	fi
+}
+
+main() {
+	local key smp
+	[ "$(id -u)" = 0 ] || die "run as root (apt-get, /var/cache)"
+	install_deps
+	KSRC_VER=$(dpkg-query -W -f='${Version}' "$KSRC_PKG")
+	log "kernel source: $KSRC_PKG $KSRC_VER; qemu: $(qemu-system-x86_64 --version | head -1)"
+	mkdir -p "$KCACHE" "$WORK"
+	key=$(cache_key)
+	KDIR=$KCACHE/$key
+	if [ -f "$KDIR/vmlinux" ] && [ -f "$KDIR/regions_test" ]; then
+		log "kernel cache hit: $KDIR"
+	else
+		build_kernel "$KDIR"
+	fi
+	if build_rust_tests > "$WORK/rust-tests.txt" 2> "$WORK/rust-skip.txt"; then :; else
+		result FAIL "rust-build" "see cargo output above"
+	fi
+	grep -v '^SKIP' "$WORK/rust-skip.txt" || true
+	while read -r _ name reason; do
+		[ -n "${name:-}" ] && result SKIP "$name" "$reason"
+	done < <(grep '^SKIP' "$WORK/rust-skip.txt")
+	make_initramfs
+	log "guest tests: $(tr '\n' ' ' < "$WORK/expected-tests.txt")"
+	for smp in $SMP_LIST; do
+		boot "$smp"
+	done
+	log "done in $(($(date +%s) - T0))s; $SKIPPED skipped"
+	echo "$PASSED passed, $FAILED failed"
+	[ "$FAILED" -eq 0 ]
+}
+
+main "$@"
