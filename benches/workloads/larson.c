@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
   nthreads = a.threads;
   seed = a.seed;
   rounds = 20;
-  repl = wl_scaled(a.scale, 300000, 100);
+  repl = wl_scaled(a.scale, 600000, 100);
   size_t n = (size_t)nthreads * SLOTS;
   slots = (slot_t *)wl_malloc(n * sizeof(slot_t));
   uint64_t allocsum = 0, freesum = 0, nfree = 0;

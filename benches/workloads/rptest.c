@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "rptest");
   seed = a.seed;
   nthreads = a.threads;
-  loops = wl_scaled(a.scale, 800, 4);
+  loops = wl_scaled(a.scale, 1200, 4);
   boxes = (mailbox_t *)calloc((size_t)nthreads, sizeof(mailbox_t));
   for (int i = 0; i < nthreads; i++) pthread_mutex_init(&boxes[i].mu, NULL);
   pthread_barrier_init(&bar, NULL, (unsigned)nthreads);

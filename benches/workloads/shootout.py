@@ -249,6 +249,10 @@ def main():
             ap.error(f"bad --env {e!r}")
         extra.setdefault(name, {})[k] = v
 
+    for flag, path in (("--rseqalloc", args.rseqalloc), ("--tcmalloc-google", args.tcmalloc_google)):
+        if path and not os.path.exists(path):
+            ap.error(f"{flag} {path}: no such file")
+
     ensure_peers(args.no_install)
     build(workloads)
 
@@ -259,6 +263,7 @@ def main():
         log(f"allocator {name:10s} {'ok     ' if ok else 'MISSING'} {path or '-'}  ({note})")
     active = [a for a in allocs if present[a[0]]]
 
+    load_before = os.getloadavg()
     t_start = time.monotonic()
     results = {}  # (workload, threads, alloc) -> list of records
     total = len(workloads) * len(threads) * runs * len(active)
@@ -317,8 +322,10 @@ def main():
     peers = [n for n in names if n != "rseqalloc" and present[n]]
     has_rseq = "rseqalloc" in names
     print()
+    load_after = os.getloadavg()
     print(f"## Workload shoot-out — scale {scale:g}, {runs} run(s)/cell, median; "
-          f"{ncpu} CPUs, {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}")
+          f"{ncpu} CPUs, {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"load avg {load_before[0]:.1f} before / {load_after[0]:.1f} after")
     print()
     print("Cells: throughput (ops/s, median) / peak RSS (median ru_maxrss). "
           "Best peer = highest-throughput / lowest-RSS non-rseqalloc allocator in the row.")
@@ -359,8 +366,15 @@ def main():
                     row += ["–", "–"]
             print("| " + " | ".join(row) + " |")
     geo = ["**geomean thr ÷ best peer**", ""]
+    nrows = len(workloads) * len(threads)
     for n in names:
-        geo.append(f"{math.exp(statistics.fmean(ratio_logs[n])):.2f}×" if ratio_logs[n] else "–")
+        if not ratio_logs[n]:
+            geo.append("–")
+            continue
+        g = f"{math.exp(statistics.fmean(ratio_logs[n])):.2f}×"
+        if len(ratio_logs[n]) < nrows:
+            g += f" ({len(ratio_logs[n])}/{nrows} rows)"
+        geo.append(g)
     if has_rseq:
         geo += ["", ""]
     print("| " + " | ".join(geo) + " |")
@@ -378,7 +392,8 @@ def main():
     if args.json:
         out = {
             "config": {"scale": scale, "runs": runs, "threads": threads, "seed": args.seed,
-                       "cpus": ncpu, "host": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       "cpus": ncpu, "host": platform.node(),
+                       "loadavg_before": load_before, "loadavg_after": load_after, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "allocators": [{"name": n, "preload": p, "env": e, "note": note,
                                        "present": present[n]} for n, p, e, note in allocs]},
             "runs": [{"workload": w, "threads": t, "allocator": n, **rec}

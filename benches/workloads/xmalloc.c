@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
   seed = a.seed;
   nprod = (a.threads + 1) / 2;
   ncons = a.threads / 2 > 0 ? a.threads / 2 : 1;
-  per_prod = wl_scaled(a.scale, 8000000, 1000);
+  per_prod = wl_scaled(a.scale, 12000000, 1000);
   queues = (queue_t *)calloc((size_t)ncons, sizeof(queue_t));
   for (int c = 0; c < ncons; c++) {
     pthread_mutex_init(&queues[c].mu, NULL);
