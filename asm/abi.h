@@ -40,20 +40,24 @@
 #define HDR_SIZE 8
 
 /* The control block `rseqalloc_ctl` (Rust: rseq::cs::Ctl), written once by
- * the init code and read by every critical section. Until init publishes
- * `cs_off`, it is 0 and every section reports a miss. */
-#define CTL_OFF_CS_OFF 0
-#define CTL_OFF_IDX_OFF 8
-#define CTL_OFF_SLABS 16
-#define CTL_OFF_NCPU 24
+ * the init code and read by every critical section. Until init publishes it,
+ * ncpu is 0 and every section reports a miss. */
+#define CTL_OFF_IDX_FIELD 0
+#define CTL_OFF_SLABS 8
+#define CTL_OFF_NCPU 16
 #define CTL_SIZE 64
 
-/* Our own thread-local rseq area (used when glibc did not register one) and
- * the word after it that records this thread's registration state. */
-#define OWN_TLS_OFF_STATE 32
+/* Our thread-local block `rseqalloc_own_tls` (Rust: rseq::abi::OwnTls):
+ *   [0, 32)  our own struct rseq, registered only where glibc registered none
+ *   32       area_delta: the area in use, relative to this block. 0 (our own
+ *            area, cpu_id -1) until the thread's first slow path sets it
+ *   40       this thread's registration state of our own area */
+#define OWN_TLS_OFF_AREA_DELTA 32
+#define OWN_TLS_OFF_STATE 40
 #define OWN_TLS_SIZE 64
 
-/* Restart counters: one per critical section, indexed by these. */
+/* Restart counters: one per kind of critical section (the size-taking
+ * entry points count with the pop and push they inline). */
 #define SITE_POP 0
 #define SITE_PUSH 1
 #define SITE_POP_BATCH 2

@@ -8,8 +8,9 @@
  * signalled between `start` and `commit`, the kernel moves it to `abort`
  * before it returns to user space (kernel/rseq.c, rseq_ip_fixup()).
  *
- *        arm:    rseq->rseq_cs = &descriptor      (outside: a restart re-arms)
- *        start:  idx = rseq->cpu_id or mm_cid     (read inside: it is current)
+ *        arm:    area = own TLS block + its area_delta  (glibc's area or ours)
+ *                area->rseq_cs = &descriptor      (outside: a restart re-arms)
+ *        start:  idx = area->cpu_id or mm_cid     (read inside: it is current)
  *                if idx >= ncpu: return miss      (covers -1, -2, hot-plug)
  *                region = slabs + idx << REGION_SHIFT
  *                ... loads, slot writes nobody can see yet ...
@@ -30,18 +31,31 @@
  * are marked retained ("R", SHF_GNU_RETAIN): nothing references the pointer
  * array, and the linker's --gc-sections would otherwise drop it.
  *
+ * A thread starts with area_delta 0, which names our own area: its cpu_id
+ * and mm_cid start at -1, so every section misses until the thread's first
+ * slow path points area_delta at glibc's area or registers ours. Before
+ * init, ncpu is 0, so every section misses too: no "initialised?" test is
+ * needed on the fast path.
+ *
+ * Two entry points take a size instead of a class and jump to the Rust slow
+ * path themselves on a miss, so that `RseqAlloc::alloc` and `::dealloc` are a
+ * size check and a tail call (benches/fastpath-instructions.sh counts them).
+ *
  * Constants come from abi.h; src/rseq/cs.rs declares these functions to Rust
  * with their safety contracts.
  */
 #include "abi.h"
 
-#define CTL_CS_OFF  (rseqalloc_ctl + CTL_OFF_CS_OFF)(%rip)
-#define CTL_IDX_OFF (rseqalloc_ctl + CTL_OFF_IDX_OFF)(%rip)
+#define CTL_IDX_FIELD (rseqalloc_ctl + CTL_OFF_IDX_FIELD)(%rip)
 #define CTL_SLABS   (rseqalloc_ctl + CTL_OFF_SLABS)(%rip)
 #define CTL_NCPU    (rseqalloc_ctl + CTL_OFF_NCPU)(%rip)
-#define CURRENT(region) (HEADERS_OFF + HDR_OFF_CURRENT)(region, %rdi, HDR_SIZE)
-#define END(region)     (HEADERS_OFF + HDR_OFF_END)(region, %rdi, HDR_SIZE)
-#define BEGIN(region)   (HEADERS_OFF + HDR_OFF_BEGIN)(region, %rdi, HDR_SIZE)
+#define CURRENT_OF(region, cls) (HEADERS_OFF + HDR_OFF_CURRENT)(region, cls, HDR_SIZE)
+#define END_OF(region, cls)     (HEADERS_OFF + HDR_OFF_END)(region, cls, HDR_SIZE)
+#define BEGIN_OF(region, cls)   (HEADERS_OFF + HDR_OFF_BEGIN)(region, cls, HDR_SIZE)
+/* The class is in %rdi unless a macro says otherwise. */
+#define CURRENT(region) CURRENT_OF(region, %rdi)
+#define END(region)     END_OF(region, %rdi)
+#define BEGIN(region)   BEGIN_OF(region, %rdi)
 
 /* ------------------------------------------------------------------------ */
 /* Helper macros                                                            */
@@ -81,25 +95,66 @@
 	.popsection
 .endm
 
-/* ARM(name, scratch): publish name's descriptor in this thread's rseq area,
- * or return `miss` (0) if init has not published the area's offset yet. */
-.macro ARM name, miss
-	movq CTL_CS_OFF, %rax
-	testq %rax, %rax
-	jz \miss
+/* ARM(name): find this thread's rseq area (its thread-pointer offset, in
+ * %rax) and publish name's descriptor in it. A restart comes back here. */
+.macro ARM name
+.L\name\()_arm:
+	movq rseqalloc_own_tls@gottpoff(%rip), %rax
+	addq %fs:OWN_TLS_OFF_AREA_DELTA(%rax), %rax
 	leaq .L\name\()_cs(%rip), %rcx
-	movq %rcx, %fs:(%rax)
+	movq %rcx, %fs:RSEQ_OFF_RSEQ_CS(%rax)
 .endm
 
-/* REGION(reg, miss): inside a section, load this CPU's index, bounds-check it
- * and turn it into the address of this CPU's region. */
+/* REGION(reg, reg32, miss): inside a section, read this CPU's index from
+ * the area at %rax, bounds-check it, and turn it into its region's address. */
 .macro REGION reg, reg32, miss
-	movq CTL_IDX_OFF, \reg
-	movl %fs:(\reg), \reg32
+	movq CTL_IDX_FIELD, \reg
+	movl %fs:(%rax, \reg), \reg32
 	cmpl CTL_NCPU, \reg32
 	jae \miss
 	shlq $REGION_SHIFT, \reg
 	addq CTL_SLABS, \reg
+.endm
+
+/* POP(name, miss): the pop section for the class in %rdi; the object ends
+ * in %rax. Clobbers %rcx, %rdx. */
+.macro POP name, miss
+	ARM \name
+.L\name\()_start:
+	REGION %rdx, %edx, \miss
+	movzwl CURRENT(%rdx), %ecx
+	cmpw BEGIN(%rdx), %cx
+	jbe \miss
+	movq -8(%rdx, %rcx, 8), %rax
+	decl %ecx
+	incq META_OFF_ALLOC_HITS(%rdx)
+	movw %cx, CURRENT(%rdx)
+.L\name\()_commit:
+.endm
+
+/* PUSH(name, miss, cls, obj): the push section of the object in register
+ * `obj` on the class in register `cls`. Clobbers %rax, %rcx, %rdx. */
+.macro PUSH name, miss, cls, obj
+	ARM \name
+.L\name\()_start:
+	REGION %rdx, %edx, \miss
+	movzwl CURRENT_OF(%rdx, \cls), %ecx
+	cmpw END_OF(%rdx, \cls), %cx
+	jae \miss
+	movq \obj, (%rdx, %rcx, 8)
+	incl %ecx
+	incq META_OFF_FREE_HITS(%rdx)
+	movw %cx, CURRENT_OF(%rdx, \cls)
+.L\name\()_commit:
+.endm
+
+/* CLASS_OF(size, scratch): replaces a size <= MAX_SMALL by its class, with
+ * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs). */
+.macro CLASS_OF size, scratch
+	addq $15, \size
+	shrq $4, \size
+	leaq rseqalloc_class_of(%rip), \scratch
+	movzbq (\scratch, \size), \size
 .endm
 
 /* ABORT(name, site): the signed abort handler. The signature is hidden in a
@@ -110,12 +165,44 @@
 	.long RSEQ_SIG
 .L\name\()_abort:
 	lock incq (rseqalloc_restarts + 8 * \site)(%rip)
-	jmp \name
+	jmp .L\name\()_arm
 .endm
 
 /* ------------------------------------------------------------------------ */
 /* Critical sections                                                        */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * void *rseqalloc_malloc_small(size_t size)
+ *   rdi = size <= MAX_SMALL, for alignment <= 16. Returns an object of its
+ *   class from this CPU's cache, or tail-calls rseqalloc_alloc_slow(class).
+ */
+FUNCTION_BEGIN rseqalloc_malloc_small
+	CLASS_OF %rdi, %rax
+	POP rseqalloc_malloc_small, .Lrseqalloc_malloc_small_miss
+	ret
+.Lrseqalloc_malloc_small_miss:
+	jmp rseqalloc_alloc_slow
+	ABORT rseqalloc_malloc_small, SITE_POP
+FUNCTION_END rseqalloc_malloc_small
+RSEQ_DESCRIPTOR rseqalloc_malloc_small
+
+/*
+ * void rseqalloc_free_small(void *object, size_t size)
+ *   rdi = a block allocated at alignment <= 16, rsi = its size <= MAX_SMALL
+ *   (the order of __rust_dealloc's arguments, so nothing moves). Pushes it on
+ *   this CPU's cache of its class, or tail-calls
+ *   rseqalloc_free_slow(object, class).
+ */
+FUNCTION_BEGIN rseqalloc_free_small
+	CLASS_OF %rsi, %rax
+	PUSH rseqalloc_free_small, .Lrseqalloc_free_small_miss, %rsi, %rdi
+	ret
+.Lrseqalloc_free_small_miss:
+	jmp rseqalloc_free_slow
+	ABORT rseqalloc_free_small, SITE_PUSH
+FUNCTION_END rseqalloc_free_small
+RSEQ_DESCRIPTOR rseqalloc_free_small
 
 /*
  * void *rseqalloc_cs_pop(size_t class)
@@ -124,17 +211,7 @@
  *   Clobbers rax, rcx, rdx.
  */
 FUNCTION_BEGIN rseqalloc_cs_pop
-	ARM rseqalloc_cs_pop, .Lrseqalloc_cs_pop_miss
-.Lrseqalloc_cs_pop_start:
-	REGION %rdx, %edx, .Lrseqalloc_cs_pop_miss
-	movzwl CURRENT(%rdx), %ecx
-	cmpw BEGIN(%rdx), %cx
-	jbe .Lrseqalloc_cs_pop_miss
-	movq -8(%rdx, %rcx, 8), %rax
-	decl %ecx
-	incq META_OFF_ALLOC_HITS(%rdx)
-	movw %cx, CURRENT(%rdx)
-.Lrseqalloc_cs_pop_commit:
+	POP rseqalloc_cs_pop, .Lrseqalloc_cs_pop_miss
 	ret
 .Lrseqalloc_cs_pop_miss:
 	xorl %eax, %eax
@@ -150,17 +227,7 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop
  *   Clobbers rax, rcx, rdx.
  */
 FUNCTION_BEGIN rseqalloc_cs_push
-	ARM rseqalloc_cs_push, .Lrseqalloc_cs_push_miss
-.Lrseqalloc_cs_push_start:
-	REGION %rdx, %edx, .Lrseqalloc_cs_push_miss
-	movzwl CURRENT(%rdx), %ecx
-	cmpw END(%rdx), %cx
-	jae .Lrseqalloc_cs_push_miss
-	movq %rsi, (%rdx, %rcx, 8)
-	incl %ecx
-	incq META_OFF_FREE_HITS(%rdx)
-	movw %cx, CURRENT(%rdx)
-.Lrseqalloc_cs_push_commit:
+	PUSH rseqalloc_cs_push, .Lrseqalloc_cs_push_miss, %rdi, %rsi
 	movl $1, %eax
 	ret
 .Lrseqalloc_cs_push_miss:
@@ -179,7 +246,7 @@ RSEQ_DESCRIPTOR rseqalloc_cs_push
 FUNCTION_BEGIN rseqalloc_cs_pop_batch
 	testq %rdx, %rdx
 	jz .Lrseqalloc_cs_pop_batch_miss
-	ARM rseqalloc_cs_pop_batch, .Lrseqalloc_cs_pop_batch_miss
+	ARM rseqalloc_cs_pop_batch
 .Lrseqalloc_cs_pop_batch_start:
 	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_miss
 	movzwl CURRENT(%r8), %ecx
@@ -215,7 +282,7 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch
 FUNCTION_BEGIN rseqalloc_cs_push_batch
 	testq %rdx, %rdx
 	jz .Lrseqalloc_cs_push_batch_miss
-	ARM rseqalloc_cs_push_batch, .Lrseqalloc_cs_push_batch_miss
+	ARM rseqalloc_cs_push_batch
 .Lrseqalloc_cs_push_batch_start:
 	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_miss
 	movzwl CURRENT(%r8), %ecx
@@ -287,6 +354,12 @@ FUNCTION_END rseqalloc_glibc_rseq
 /* Data                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* The Rust symbols the sections reach; hidden so that the shared library
+ * does not export them (the strictest visibility of a symbol wins). */
+	.hidden rseqalloc_class_of
+	.hidden rseqalloc_alloc_slow
+	.hidden rseqalloc_free_slow
+
 /* The control block (Rust: rseq::cs::Ctl). Zero until init publishes it. */
 	.bss
 	.globl rseqalloc_ctl
@@ -306,11 +379,10 @@ rseqalloc_restarts:
 	.zero 8 * NUM_SITES
 	.size rseqalloc_restarts, 8 * NUM_SITES
 
-/* Our own struct rseq, registered only where glibc did not register one.
- * It is initialised TLS (.tdata), not .tbss: a new thread starts with
- * cpu_id = mm_cid = -1 (RSEQ_CPU_ID_UNINITIALIZED), so every section misses
- * until the slow path has registered the thread. The state word after it
- * (src/rseq/mod.rs, OwnState) starts at 0, "not tried". */
+/* Our thread-local block (abi.h). It is initialised TLS (.tdata), not
+ * .tbss: a new thread starts with cpu_id = mm_cid = -1
+ * (RSEQ_CPU_ID_UNINITIALIZED) and area_delta 0, so every section misses
+ * until the thread's first slow path. State 0 is "not tried". */
 	.section .tdata, "awT", @progbits
 	.globl rseqalloc_own_tls
 	.hidden rseqalloc_own_tls
@@ -324,7 +396,8 @@ rseqalloc_own_tls:
 	.long 0			/* node_id */
 	.long -1		/* mm_cid */
 	.long 0			/* padding */
-	.long 0			/* state word (OWN_TLS_OFF_STATE) */
+	.quad 0			/* area_delta (OWN_TLS_OFF_AREA_DELTA) */
+	.long 0			/* state (OWN_TLS_OFF_STATE) */
 	.zero OWN_TLS_SIZE - OWN_TLS_OFF_STATE - 4
 	.size rseqalloc_own_tls, OWN_TLS_SIZE
 

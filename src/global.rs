@@ -6,6 +6,7 @@ use core::alloc::{GlobalAlloc, Layout};
 
 use crate::large;
 use crate::percpu;
+use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
 
 /// The rseqalloc global allocator.
@@ -32,7 +33,8 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() <= MAX_SMALL && layout.align() <= MIN_ALIGN {
-            return percpu::alloc(SizeClass::of_unchecked(layout.size()));
+            // SAFETY: size ≤ MAX_SMALL.
+            return unsafe { cs::rseqalloc_malloc_small(layout.size()) };
         }
         alloc_unusual(layout)
     }
@@ -40,9 +42,8 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if layout.size() <= MAX_SMALL && layout.align() <= MIN_ALIGN {
-            // SAFETY: the caller gives up ptr, allocated with this layout,
-            // hence of this class.
-            return unsafe { percpu::free(SizeClass::of_unchecked(layout.size()), ptr) };
+            // SAFETY: the caller gives up ptr, allocated with this layout.
+            return unsafe { cs::rseqalloc_free_small(ptr, layout.size()) };
         }
         // SAFETY: as above.
         unsafe { dealloc_unusual(ptr, layout) }

@@ -140,7 +140,7 @@ pub fn region(idx: usize) -> Option<Region> {
 pub fn alloc(class: SizeClass) -> *mut u8 {
     // SAFETY: class < NUM_CLASSES by construction of SizeClass; the regions
     // stay mapped once published (`map_slabs`).
-    let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
+    let p = unsafe { cs::pop(class.index()) };
     if !p.is_null() {
         return p;
     }
@@ -154,11 +154,33 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(class: SizeClass, p: *mut u8) {
     // SAFETY: as in `alloc`; the caller gives up p.
-    if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
+    if unsafe { cs::push(class.index(), p) } {
         return;
     }
     // SAFETY: the caller's guarantee passes on.
     unsafe { free_slow(class, p) }
+}
+
+/// `alloc_slow` for the asm entry point `rseqalloc_malloc_small`, which
+/// tail-calls it on a miss.
+#[no_mangle]
+extern "C" fn rseqalloc_alloc_slow(class: usize) -> *mut u8 {
+    match SizeClass::from_index(class) {
+        Some(class) => alloc_slow(class),
+        None => core::ptr::null_mut(), // unreachable: the asm passes a table entry
+    }
+}
+
+/// `free_slow` for the asm entry point `rseqalloc_free_small`.
+///
+/// # Safety
+/// As for `free_slow`, with `class` a valid class index.
+#[no_mangle]
+unsafe extern "C" fn rseqalloc_free_slow(p: *mut u8, class: usize) {
+    if let Some(class) = SizeClass::from_index(class) {
+        // SAFETY: the caller's guarantee passes on.
+        unsafe { free_slow(class, p) }
+    }
 }
 
 /// The stack was empty (or the thread or process is not set up yet): set
@@ -183,7 +205,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     // The stack may have been refilled meanwhile (another thread on this
     // CPU, or our own registration just happened): try the fast path again.
     // SAFETY: as in `alloc`.
-    let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
+    let p = unsafe { cs::pop(class.index()) };
     if !p.is_null() {
         return p;
     }
@@ -217,7 +239,7 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
     if let Some(region) = rseq::current_index().and_then(region) {
         region.prepare(class, false);
         // SAFETY: as in `free`.
-        if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
+        if unsafe { cs::push(class.index(), p) } {
             return;
         }
         // SAFETY: buf has room for a batch.

@@ -30,30 +30,20 @@ pub const MAX_BATCH: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct SizeClass(u8);
 
-/// Index into `LOOKUP` for a size ≤ MAX_SMALL: 16-byte steps up to 1 KiB,
-/// 128-byte steps above (TCMalloc's two-range trick, folded into one table).
-#[inline(always)]
-const fn lookup_index(size: usize) -> usize {
-    if size <= 1024 {
-        (size + 15) >> 4
-    } else {
-        ((size + 127) >> 7) + 56
-    }
-}
+/// size → class for sizes ≤ MAX_SMALL at 16-byte alignment, one entry per
+/// 16 bytes: a single byte load, no branch (2 KiB, of which a program's
+/// common sizes touch a few cache lines). The asm entry points read it too,
+/// by this name (declared hidden there, so a shared library keeps it private).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+static rseqalloc_class_of: [u8; MAX_SMALL / 16 + 1] = build_lookup();
 
-const LOOKUP_LEN: usize = lookup_index(MAX_SMALL) + 1;
-
-/// size → class for sizes ≤ MAX_SMALL at 16-byte alignment: one byte load.
-static LOOKUP: [u8; LOOKUP_LEN] = build_lookup();
-
-const fn build_lookup() -> [u8; LOOKUP_LEN] {
-    let mut table = [0u8; LOOKUP_LEN];
+const fn build_lookup() -> [u8; MAX_SMALL / 16 + 1] {
+    let mut table = [0u8; MAX_SMALL / 16 + 1];
     let mut i = 0;
-    while i < LOOKUP_LEN {
-        // The largest size that maps to entry i decides its class, so every
-        // size sharing the entry fits.
-        let largest = if i <= 64 { i * 16 } else { (i - 56) * 128 };
-        table[i] = reference_class(largest) as u8;
+    while i < table.len() {
+        // Entry i serves sizes (16(i-1), 16i]: the largest decides the class.
+        table[i] = reference_class(i * 16) as u8;
         i += 1;
     }
     table
@@ -85,8 +75,8 @@ impl SizeClass {
     #[inline(always)]
     pub fn of_unchecked(size: usize) -> SizeClass {
         debug_assert!(size <= MAX_SMALL);
-        // SAFETY: size ≤ MAX_SMALL, so the index is < LOOKUP_LEN.
-        SizeClass(unsafe { *LOOKUP.get_unchecked(lookup_index(size)) })
+        // SAFETY: size ≤ MAX_SMALL, so (size + 15) / 16 ≤ MAX_SMALL / 16.
+        SizeClass(unsafe { *rseqalloc_class_of.get_unchecked((size + 15) >> 4) })
     }
 
     /// The smallest class that holds `size` bytes at alignment `align` (a

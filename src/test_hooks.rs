@@ -84,6 +84,9 @@ impl Slab {
         };
         let cache = if matches!(config.mode, ModeRequest::Fallback) { CacheIndex::CpuId } else { rseq::choose_index(&config, mode) };
         rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
+        // Point this thread's sections at the area (a fake one needs it; a
+        // real one would do it on the first miss anyway).
+        rseq::current_index();
         Slab { mode }
     }
 

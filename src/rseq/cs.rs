@@ -7,14 +7,12 @@ use memoffset::offset_of;
 use super::abi::header as h;
 
 /// The control block every section reads (`rseqalloc_ctl` in the asm file).
-/// Init fills it once; `cs_off` is stored last, and 0 means "not yet", which
+/// Init fills it once; `ncpu` is stored last, and 0 means "not yet", which
 /// makes every section miss.
 #[repr(C, align(64))]
 pub struct Ctl {
-    /// Thread-pointer offset of the armed area's `rseq_cs` field.
-    pub cs_off: AtomicI64,
-    /// Thread-pointer offset of the area's `cpu_id` or `mm_cid` field.
-    pub idx_off: AtomicI64,
+    /// Offset of the cache index in struct rseq: `cpu_id` or `mm_cid`.
+    pub idx_field: AtomicI64,
     /// Base address of the per-CPU regions.
     pub slabs: AtomicUsize,
     /// Number of regions; an index ≥ this misses.
@@ -22,8 +20,7 @@ pub struct Ctl {
 }
 
 const _: () = {
-    assert!(offset_of!(Ctl, cs_off) as i64 == h::CTL_OFF_CS_OFF);
-    assert!(offset_of!(Ctl, idx_off) as i64 == h::CTL_OFF_IDX_OFF);
+    assert!(offset_of!(Ctl, idx_field) as i64 == h::CTL_OFF_IDX_FIELD);
     assert!(offset_of!(Ctl, slabs) as i64 == h::CTL_OFF_SLABS);
     assert!(offset_of!(Ctl, ncpu) as i64 == h::CTL_OFF_NCPU);
     assert!(core::mem::size_of::<Ctl>() as i64 == h::CTL_SIZE);
@@ -47,6 +44,23 @@ extern "C" {
 
     /// Restart counts per section, bumped by the abort handlers.
     pub static rseqalloc_restarts: [AtomicU64; NUM_SITES];
+
+    /// Allocates a block of `size` ≤ MAX_SMALL bytes at alignment ≤ 16: a pop
+    /// on the current CPU's stack of its class, or on a miss a tail call of
+    /// `rseqalloc_alloc_slow`. Null only when memory runs out.
+    ///
+    /// # Safety
+    /// `size` ≤ MAX_SMALL.
+    pub fn rseqalloc_malloc_small(size: usize) -> *mut u8;
+
+    /// Frees a block of `size` ≤ MAX_SMALL bytes allocated at alignment ≤ 16:
+    /// a push on the current CPU's stack of its class, or on a miss a tail
+    /// call of `rseqalloc_free_slow`.
+    ///
+    /// # Safety
+    /// `object` is a live block allocated with this size at alignment ≤ 16,
+    /// which the caller gives up.
+    pub fn rseqalloc_free_small(object: *mut u8, size: usize);
 
     /// Pops the top object of `class`'s stack in the current CPU's region.
     /// Returns null if the stack is empty or locked, or if the thread has no
@@ -81,6 +95,7 @@ extern "C" {
     pub fn rseqalloc_cs_push_batch(class: usize, items: *const *mut u8, n: usize) -> usize;
 
     /// The thread-pointer offset of `rseqalloc_own_tls` (initial-exec TLS).
+    /// The same for every thread.
     pub fn rseqalloc_own_tls_offset() -> isize;
 
     /// This thread's thread pointer (`%fs` base).
@@ -91,4 +106,52 @@ extern "C" {
     /// # Safety
     /// Both pointers are writable.
     pub fn rseqalloc_glibc_rseq(offset: *mut isize, size: *mut u32) -> bool;
+}
+
+/// Calls `rseqalloc_cs_pop` with a direct `call` (not through the GOT, as a
+/// plain extern call from position-independent code would), telling the
+/// compiler it clobbers only rax, rcx and rdx (the asm file's contract), so
+/// the caller keeps `class` in rdi for its slow path.
+///
+/// # Safety
+/// As for `rseqalloc_cs_pop`.
+#[inline(always)]
+pub unsafe fn pop(class: usize) -> *mut u8 {
+    let object: *mut u8;
+    // SAFETY: the callee follows the documented register contract and
+    // touches only per-CPU slab memory and this thread's rseq area; the
+    // caller guarantees its preconditions. No `nostack`: `call` pushes.
+    unsafe {
+        core::arch::asm!(
+            "call {f}",
+            f = sym rseqalloc_cs_pop,
+            in("rdi") class,
+            out("rax") object,
+            out("rcx") _,
+            out("rdx") _,
+        )
+    };
+    object
+}
+
+/// Calls `rseqalloc_cs_push` directly; clobbers rax, rcx, rdx only.
+///
+/// # Safety
+/// As for `rseqalloc_cs_push`.
+#[inline(always)]
+pub unsafe fn push(class: usize, object: *mut u8) -> bool {
+    let pushed: u32;
+    // SAFETY: as in `pop`.
+    unsafe {
+        core::arch::asm!(
+            "call {f}",
+            f = sym rseqalloc_cs_push,
+            in("rdi") class,
+            in("rsi") object,
+            out("eax") pushed,
+            out("rcx") _,
+            out("rdx") _,
+        )
+    };
+    pushed != 0
 }

@@ -7,11 +7,16 @@
 //! (ENOSYS under valgrind or rr, a seccomp denial, `RSEQALLOC_MODE=fallback`)
 //! the locked fallback. We never register beside glibc and never write the
 //! kernel's fields: only `rseq_cs`, from the asm.
+//!
+//! Sections find a thread's area through `area_delta` in our own TLS block
+//! (asm/abi.h). It starts at 0, naming our own, unregistered area whose index
+//! reads -1, so a thread's first operation misses; `current_index`, on that
+//! slow path, points it at the process's area (registering ours if needed).
 
 pub mod abi;
 pub mod cs;
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
 
 use crate::config::{Config, ModeRequest};
 use crate::os;
@@ -86,7 +91,7 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     if glibc && size > 0 {
         return (Mode::RseqGlibc, offset);
     }
-    if register_own_thread() {
+    if register_own_thread(own_tls()) {
         // SAFETY: a plain read of a link-time constant.
         return (Mode::RseqOwn, unsafe { cs::rseqalloc_own_tls_offset() });
     }
@@ -106,24 +111,27 @@ pub fn choose_index(config: &Config, mode: Mode) -> CacheIndex {
     }
 }
 
+/// Thread-pointer offset of the area sections use in this process (glibc's,
+/// or our own block's); each thread points its `area_delta` there.
+static AREA_OFF: AtomicIsize = AtomicIsize::new(0);
+
 /// Publishes the decision to the critical sections. `area_off` is the
 /// thread-pointer offset of the rseq area; `slabs`/`ncpu` describe the
-/// regions. In fallback mode the sections stay disarmed and always miss.
+/// regions. In fallback mode `ncpu` stays 0, so every section misses.
 pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncpu: u32) {
     INDEX.store(matches!(index, CacheIndex::MmCid) as u8, Ordering::Relaxed);
+    AREA_OFF.store(area_off, Ordering::Relaxed);
     if mode != Mode::Fallback {
         let field = match index {
             CacheIndex::CpuId => core::mem::offset_of!(Rseq, cpu_id),
             CacheIndex::MmCid => core::mem::offset_of!(Rseq, mm_cid),
         };
-        // SAFETY: the control block is a static; only init writes it, once,
-        // before any section can see `cs_off` != 0.
+        // SAFETY: the control block is a static; only init writes it, before
+        // `ncpu` != 0 lets any section use it.
         let ctl = unsafe { &CTL };
-        ctl.idx_off.store((area_off + field as isize) as i64, Ordering::Relaxed);
+        ctl.idx_field.store(field as i64, Ordering::Relaxed);
         ctl.slabs.store(slabs, Ordering::Relaxed);
-        ctl.ncpu.store(ncpu, Ordering::Relaxed);
-        let cs_off = area_off + core::mem::offset_of!(Rseq, rseq_cs) as isize;
-        ctl.cs_off.store(cs_off as i64, Ordering::Release);
+        ctl.ncpu.store(ncpu, Ordering::Release);
     }
     let code = match mode {
         Mode::Uninit => 0,
@@ -135,46 +143,52 @@ pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncp
 }
 
 /// The current thread's cache index as the slow paths see it (it may be
-/// stale at once; only critical sections get a trustworthy one). None when
-/// this thread cannot use the per-CPU caches: its rseq registration failed,
-/// or its index is out of range.
+/// stale at once; only critical sections get a trustworthy one), after
+/// making sure the thread's sections can find its rseq area. None when this
+/// thread cannot use the per-CPU caches: its rseq registration failed, or its
+/// index is out of range.
 pub fn current_index() -> Option<usize> {
     match mode() {
         Mode::Uninit => None,
         Mode::Fallback => os::current_cpu(),
-        Mode::RseqGlibc => read_index(),
-        Mode::RseqOwn => {
-            if register_own_thread() {
-                read_index()
-            } else {
-                None
+        Mode::RseqGlibc | Mode::RseqOwn => {
+            let tls = own_tls();
+            if mode() == Mode::RseqOwn && !register_own_thread(tls) {
+                return None;
             }
+            // SAFETY: a plain read of a link-time constant.
+            let own_off = unsafe { cs::rseqalloc_own_tls_offset() };
+            tls.area_delta = AREA_OFF.load(Ordering::Relaxed) - own_off;
+            read_index(tls)
         }
     }
 }
 
-/// Reads the armed area's index field of this thread; negative values
+/// This thread's own TLS block.
+fn own_tls() -> &'static mut OwnTls {
+    // SAFETY: the block is this thread's initial-exec TLS, at a constant
+    // offset from the thread pointer; only this thread touches it (the
+    // sections read it, on this thread, between our accesses).
+    unsafe { &mut *(cs::rseqalloc_thread_pointer().wrapping_offset(cs::rseqalloc_own_tls_offset()) as *mut OwnTls) }
+}
+
+/// Reads the index field of this thread's area in use; negative values
 /// (unregistered, registration failed) give None.
-fn read_index() -> Option<usize> {
-    // SAFETY: `idx_off` was published by init as the offset of a u32 field of
-    // this thread's rseq area, which lives in this thread's TLS/TCB.
-    unsafe {
-        let off = CTL.idx_off.load(Ordering::Relaxed) as isize;
-        let field = cs::rseqalloc_thread_pointer().wrapping_offset(off) as *const u32;
-        let value = core::ptr::read_volatile(field) as i32;
-        usize::try_from(value).ok()
-    }
+fn read_index(tls: &OwnTls) -> Option<usize> {
+    let area = (tls as *const OwnTls as *const u8).wrapping_offset(tls.area_delta);
+    // SAFETY: `idx_field` is the offset of a u32 field of struct rseq, and
+    // `area` is this thread's glibc-registered or own area.
+    let value = unsafe {
+        let field = CTL.idx_field.load(Ordering::Relaxed) as usize;
+        core::ptr::read_volatile(area.add(field) as *const u32) as i32
+    };
+    usize::try_from(value).ok()
 }
 
 /// Registers this thread's own area if it has not tried yet. Returns whether
 /// the thread now has a working registration. Signals are blocked around it
 /// so that a handler's allocation cannot see a half-made registration.
-fn register_own_thread() -> bool {
-    // SAFETY: the TLS block is this thread's; `rseqalloc_own_tls_offset` is
-    // its offset from the thread pointer.
-    let tls = unsafe {
-        &mut *(cs::rseqalloc_thread_pointer().wrapping_offset(cs::rseqalloc_own_tls_offset()) as *mut OwnTls)
-    };
+fn register_own_thread(tls: &mut OwnTls) -> bool {
     match tls.state {
         s if s == OwnState::Registered as u32 => return true,
         s if s == OwnState::Failed as u32 => return false,
