@@ -14,7 +14,13 @@ use rseqalloc::RseqAlloc;
 /// Each thread keeps a working set of blocks of mixed sizes and replaces a
 /// pseudo-random one per step; every 64th block goes to the next thread,
 /// which frees it (a cross-thread free). Returns operations (alloc + free).
-fn worker<A: GlobalAlloc>(a: &A, id: u64, stop: &AtomicBool, to_next: mpsc::Sender<usize>, from_prev: mpsc::Receiver<usize>) -> u64 {
+fn worker<A: GlobalAlloc>(
+    a: &A,
+    id: u64,
+    stop: &AtomicBool,
+    to_next: mpsc::Sender<usize>,
+    from_prev: mpsc::Receiver<usize>,
+) -> u64 {
     const SLOTS: usize = 1024;
     let mut slots: [(usize, usize); SLOTS] = [(0, 0); SLOTS];
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ id;
@@ -78,7 +84,9 @@ fn run<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, seconds: 
             let (stop, total) = (stop.clone(), total.clone());
             let to_next = senders[(i + 1) % threads].clone();
             let from_prev = receivers[i].take().unwrap();
-            std::thread::spawn(move || total.fetch_add(worker(a, i as u64, &stop, to_next, from_prev), Ordering::Relaxed))
+            std::thread::spawn(move || {
+                total.fetch_add(worker(a, i as u64, &stop, to_next, from_prev), Ordering::Relaxed)
+            })
         })
         .collect();
     drop(senders);

@@ -126,13 +126,14 @@ pub fn span_counts() -> (u64, u64) {
 
 impl SpanList {
     fn push_front(&mut self, g: usize) {
-        // SAFETY (both blocks): g and the old head are spans of this list's
-        // class; the caller holds the class lock.
+        // SAFETY: g is a span of this list's class; the caller holds the
+        // class lock, which owns its metadata.
         let span = unsafe { pagemap::span(g) };
         span.prev = 0;
         span.next = self.head;
         span.listed = true;
         if self.head != 0 {
+            // SAFETY: as above, for the old head.
             unsafe { pagemap::span(self.head as usize - 1) }.prev = g as u32 + 1;
         }
         self.head = g as u32 + 1;

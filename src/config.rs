@@ -60,11 +60,7 @@ pub const VARIABLES: &[Variable] = &[
         default: "1048576",
         doc: "bytes of free objects one CPU's cache may hold (4096 .. 268435456)",
     },
-    Variable {
-        name: c"RSEQALLOC_VERBOSE",
-        default: "0",
-        doc: "1: print the mode and every option to stderr at init",
-    },
+    Variable { name: c"RSEQALLOC_VERBOSE", default: "0", doc: "1: print the mode and every option to stderr at init" },
 ];
 
 impl Config {

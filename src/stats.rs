@@ -167,7 +167,13 @@ impl fmt::Display for Stats {
         let t = &self.totals;
         writeln!(f, "mode:            {:?}, caches indexed by {:?}", self.mode, self.cache_index)?;
         writeln!(f, "caches:          {} in use of {}", self.caches_in_use, self.caches)?;
-        writeln!(f, "alloc hits:      {} ({} misses, {:.3}% hit)", t.alloc_hits, t.alloc_misses, 100.0 * self.alloc_hit_rate())?;
+        writeln!(
+            f,
+            "alloc hits:      {} ({} misses, {:.3}% hit)",
+            t.alloc_hits,
+            t.alloc_misses,
+            100.0 * self.alloc_hit_rate()
+        )?;
         writeln!(f, "free hits:       {} ({} misses)", t.free_hits, t.free_misses)?;
         let r = &self.restarts_by_section;
         writeln!(

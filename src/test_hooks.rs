@@ -82,7 +82,11 @@ impl Slab {
                 (Mode::RseqGlibc, area.0.get() as isize - tp)
             }
         };
-        let cache = if matches!(config.mode, ModeRequest::Fallback) { CacheIndex::CpuId } else { rseq::choose_index(&config, mode) };
+        let cache = if matches!(config.mode, ModeRequest::Fallback) {
+            CacheIndex::CpuId
+        } else {
+            rseq::choose_index(&config, mode)
+        };
         rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
         // Point this thread's sections at the area (a fake one needs it; a
         // real one would do it on the first miss anyway).
@@ -96,7 +100,9 @@ impl Slab {
     }
 
     /// Pushes on the current cache's stack of `class`. False when full or
-    /// the thread has no usable index.
+    /// the thread has no usable index. `p` is an opaque token: sections store
+    /// it and never dereference it.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn push(&self, class: usize, p: *mut u8) -> bool {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
@@ -121,13 +127,16 @@ impl Slab {
     pub fn pop_batch(&self, class: usize, out: &mut [*mut u8]) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
-            return self.locked(|r| out.iter_mut().map_while(|o| r.pop_locked(class).map(|p| *o = p)).count()).unwrap_or(0);
+            return self
+                .locked(|r| out.iter_mut().map_while(|o| r.pop_locked(class).map(|p| *o = p)).count())
+                .unwrap_or(0);
         }
         // SAFETY: out is writable for its length.
         unsafe { cs::rseqalloc_cs_pop_batch(class.index(), out.as_mut_ptr(), out.len()) }
     }
 
     /// Pushes a prefix of `items` with one commit; returns its length.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn push_batch(&self, class: usize, items: &[*mut u8]) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
@@ -165,6 +174,7 @@ impl Slab {
     /// Simulates an aborted push or batch push: writes `junk` into every
     /// slot of `class` at or above `current`, which a section may have
     /// written before losing its commit.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn scribble_above_top(&self, cpu: usize, class: usize, junk: *mut u8) {
         let h = self.header(cpu, class);
         let region = percpu::region(cpu).expect("cpu");

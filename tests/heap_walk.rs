@@ -81,12 +81,21 @@ fn walk(id: u64, steps: usize, pool: &Mutex<Vec<Block>>, checked: &AtomicU64) {
                 let layout = random_layout(&mut rng);
                 let zeroed = rng.below(4) == 0;
                 // SAFETY: non-zero size.
-                let ptr = unsafe { if zeroed { alloc_zeroed(layout) } else { alloc(layout) } };
+                let ptr = unsafe {
+                    if zeroed {
+                        alloc_zeroed(layout)
+                    } else {
+                        alloc(layout)
+                    }
+                };
                 assert!(!ptr.is_null(), "out of memory for {layout:?}");
                 assert_eq!(ptr as usize % layout.align(), 0, "misaligned {layout:?}");
                 if zeroed {
                     // SAFETY: ptr has layout.size() bytes.
-                    assert!(unsafe { std::slice::from_raw_parts(ptr, layout.size()) }.iter().all(|&b| b == 0), "alloc_zeroed not zero");
+                    assert!(
+                        unsafe { std::slice::from_raw_parts(ptr, layout.size()) }.iter().all(|&b| b == 0),
+                        "alloc_zeroed not zero"
+                    );
                 }
                 let block = Block { ptr, layout, seed: rng.next() as u8 };
                 block.fill();

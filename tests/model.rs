@@ -100,7 +100,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let token = next_token << 4;
                 next_token += 1;
                 let pushed = f.slab.push(class, token as *mut u8);
-                let room = cpu.map_or(false, |cpu| {
+                let room = cpu.is_some_and(|cpu| {
                     let len = model.stacks.get(&(cpu, c)).map_or(0, Vec::len);
                     len < *model.capacity.get(&(cpu, c)).unwrap_or(&0)
                 });

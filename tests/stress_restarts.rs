@@ -157,7 +157,11 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let r = test_hooks::restarts();
-        let done = if rseq { r.iter().all(|&n| n > 0) && start.elapsed() > Duration::from_secs(2) } else { start.elapsed() > Duration::from_secs(2) };
+        let done = if rseq {
+            r.iter().all(|&n| n > 0) && start.elapsed() > Duration::from_secs(2)
+        } else {
+            start.elapsed() > Duration::from_secs(2)
+        };
         if done || start.elapsed() > Duration::from_secs(MAX_SECONDS) {
             break;
         }
@@ -189,7 +193,10 @@ fn main() {
         migrations.load(Ordering::Relaxed),
         cached.into_inner().unwrap()
     );
-    println!("stress: restarts pop {}, push {}, pop batch {}, push batch {}", restarts[0], restarts[1], restarts[2], restarts[3]);
+    println!(
+        "stress: restarts pop {}, push {}, pop batch {}, push batch {}",
+        restarts[0], restarts[1], restarts[2], restarts[3]
+    );
 
     held.sort_unstable();
     let expected: Vec<usize> = (0..per * threads).map(|t| (t + 1) << 4).collect();
