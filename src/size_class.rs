@@ -7,7 +7,18 @@
 //! (glibc's guarantee); a class is further aligned to the largest power of two
 //! dividing its size, because spans start on span-size boundaries.
 
-/// The largest size served by size classes; larger blocks are mapped whole.
+/// The largest size served by size classes and per-CPU caches; larger
+/// blocks are mapped whole.
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let big = Layout::from_size_align(rseqalloc::MAX_SMALL + 1, 8).unwrap();
+/// unsafe {
+///     let p = rseqalloc::RseqAlloc.alloc(big);
+///     assert!(rseqalloc::usable_size(p) > rseqalloc::MAX_SMALL);
+///     rseqalloc::RseqAlloc.dealloc(p, big);
+/// }
+/// ```
 pub const MAX_SMALL: usize = 32 * 1024;
 
 /// Number of header slots per region: class 0 is unused, so that a class's

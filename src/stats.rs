@@ -17,6 +17,15 @@ use crate::{central, large, pagemap, transfer};
 pub const SNAPSHOT_CPUS: usize = 256;
 
 /// One CPU cache (a CPU id or an mm_cid, see [`Stats::cache_index`]).
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let layout = Layout::new::<[u64; 4]>();
+/// unsafe { rseqalloc::RseqAlloc.dealloc(rseqalloc::RseqAlloc.alloc(layout), layout) };
+/// for cpu in rseqalloc::stats().per_cpu() {
+///     println!("cache {}: {} hits, {} misses", cpu.index, cpu.alloc_hits, cpu.alloc_misses);
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuStats {
     /// The cache's index.
@@ -37,7 +46,17 @@ pub struct CpuStats {
 
 /// A snapshot of the allocator's state, from [`stats()`](crate::stats()).
 /// Counters are read one by one while other threads run, so they are each
-/// exact but not mutually atomic.
+/// exact but not mutually atomic. `Display` prints a short report.
+///
+/// ```
+/// use std::alloc::{GlobalAlloc, Layout};
+/// let layout = Layout::from_size_align(100, 8).unwrap();
+/// let p = unsafe { rseqalloc::RseqAlloc.alloc(layout) };
+/// let s = rseqalloc::stats();
+/// assert!(s.bytes_in_use >= 112 && s.bytes_mapped >= s.bytes_in_use);
+/// println!("{:?}: {:.1}% hits, {} restarts\n{s}", s.mode, 100.0 * s.alloc_hit_rate(), s.restarts());
+/// unsafe { rseqalloc::RseqAlloc.dealloc(p, layout) };
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Stats {
     /// How critical sections reach an rseq area, or the fallback.

@@ -23,10 +23,21 @@ use crate::os;
 use abi::{OwnTls, Rseq, AT_RSEQ_FEATURE_SIZE, MM_CID_FEATURE_SIZE, RSEQ_SIG};
 use cs::rseqalloc_ctl as CTL;
 
-/// How the process runs its per-CPU caches.
+/// How the process runs its per-CPU caches, chosen at its first allocation.
+///
+/// ```
+/// use rseqalloc::Mode;
+/// let v = Box::new(1u8); // any allocation through RseqAlloc brings it up
+/// match rseqalloc::stats().mode {
+///     Mode::RseqGlibc | Mode::RseqOwn => println!("restartable sequences"),
+///     Mode::Fallback => println!("no rseq here: sched_getcpu and try-locks"),
+///     Mode::Uninit => println!("RseqAlloc has not allocated yet"),
+/// }
+/// # drop(v);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
-    /// Not initialised yet.
+    /// Not initialised yet: nothing has been allocated through `RseqAlloc`.
     Uninit,
     /// Critical sections through the area glibc registered for every thread.
     RseqGlibc,
@@ -37,6 +48,12 @@ pub enum Mode {
 }
 
 /// What a CPU cache index means.
+///
+/// ```
+/// if rseqalloc::stats().cache_index == rseqalloc::CacheIndex::MmCid {
+///     println!("caches follow this process's concurrency, not the host's CPU count");
+/// }
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CacheIndex {
     /// The CPU number (`rseq.cpu_id`, or `sched_getcpu` in fallback).
