@@ -6,11 +6,14 @@
  * operations on them (free + re-malloc with a new size, or realloc to a new
  * size, contents preserved); (4) frees half of the blocks itself and posts the
  * other half, as one batch, to the mailbox of another thread (rotating
- * target), which frees them in its next loop.
+ * target), which frees them in its next loop (at most MAXPENDING batches
+ * may wait in a mailbox; a poster drains its own mailbox while it waits).
  *
  * ops = malloc + realloc calls.
  */
 #include "wl_common.h"
+
+#include <sched.h>
 
 #define COUNT 1000
 #define OPS 1000
@@ -26,13 +29,21 @@ typedef struct batch {
 typedef struct {
   pthread_mutex_t mu;
   batch_t *head;
+  int count; /* batches waiting */
   char pad[64];
 } mailbox_t;
+
+/* Back-pressure: a thread posts to a mailbox only while it holds fewer than
+ * MAXPENDING batches, otherwise it drains its own mailbox and yields until the
+ * owner catches up.  Without it a preempted thread's mailbox grows without
+ * bound and peak RSS measures the scheduler, not the allocator. */
+#define MAXPENDING 4
 
 static mailbox_t *boxes;
 static int nthreads;
 static uint64_t loops, seed;
-static pthread_barrier_t bar;
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static int done; /* threads that made their last post */
 
 typedef struct {
   int id;
@@ -50,6 +61,7 @@ static void drain(targ_t *ta) {
   pthread_mutex_lock(&mb->mu);
   batch_t *b = mb->head;
   mb->head = NULL;
+  mb->count = 0;
   pthread_mutex_unlock(&mb->mu);
   while (b) {
     batch_t *next = b->next;
@@ -122,13 +134,31 @@ static void *worker(void *vp) {
     }
     int to = (int)((ta->id + 1 + l) % (uint64_t)nthreads);
     mailbox_t *mb = &boxes[to];
-    pthread_mutex_lock(&mb->mu);
-    b->next = mb->head;
-    mb->head = b;
-    pthread_mutex_unlock(&mb->mu);
+    for (;;) {
+      pthread_mutex_lock(&mb->mu);
+      if (mb->count < MAXPENDING) {
+        b->next = mb->head;
+        mb->head = b;
+        mb->count++;
+        pthread_mutex_unlock(&mb->mu);
+        break;
+      }
+      pthread_mutex_unlock(&mb->mu);
+      drain(ta); /* keeps a cycle of full mailboxes from deadlocking */
+      sched_yield();
+    }
   }
-  pthread_barrier_wait(&bar); /* every post is done */
-  drain(ta);
+  /* keep draining until every thread has made its last post */
+  pthread_mutex_lock(&done_mu);
+  done++;
+  for (;;) {
+    int all = done == nthreads;
+    pthread_mutex_unlock(&done_mu);
+    drain(ta);
+    if (all) break;
+    sched_yield();
+    pthread_mutex_lock(&done_mu);
+  }
   free(p);
   free(sz);
   free(tag);
@@ -142,7 +172,6 @@ int main(int argc, char **argv) {
   loops = wl_scaled(a.scale, 1200, 4);
   boxes = (mailbox_t *)calloc((size_t)nthreads, sizeof(mailbox_t));
   for (int i = 0; i < nthreads; i++) pthread_mutex_init(&boxes[i].mu, NULL);
-  pthread_barrier_init(&bar, NULL, (unsigned)nthreads);
   pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)nthreads);
   targ_t *ta = (targ_t *)calloc((size_t)nthreads, sizeof(targ_t));
   double t0 = wl_now();
@@ -162,7 +191,6 @@ int main(int argc, char **argv) {
   wl_expect_eq("allocsum==freesum", asum, fsum);
   wl_result("rptest", &a, ops, "allocs", el, fsum, nf);
   for (int i = 0; i < nthreads; i++) pthread_mutex_destroy(&boxes[i].mu);
-  pthread_barrier_destroy(&bar);
   free(boxes);
   free(th);
   free(ta);
