@@ -42,7 +42,7 @@ WORKLOADS = [
     ("thread-churn", "thread_churn.c"),
 ]
 DEFAULT_SCALE = 1.0
-QUICK_SCALE = 0.1
+QUICK_SCALE = 0.25
 
 # Debian packages that provide the peers (checked with apt-cache on bookworm).
 PEER_PACKAGES = ["libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"]
@@ -245,8 +245,8 @@ def main():
     for e in args.env:
         name, _, kv = e.partition(":")
         k, _, v = kv.partition("=")
-        if not k:
-            ap.error(f"bad --env {e!r}")
+        if not k or name not in {a[0] for a in allocator_table(args)}:
+            ap.error(f"bad --env {e!r} (want ALLOC:KEY=VAL with a known allocator name)")
         extra.setdefault(name, {})[k] = v
 
     for flag, path in (("--rseqalloc", args.rseqalloc), ("--tcmalloc-google", args.tcmalloc_google)):
