@@ -178,12 +178,16 @@ def run_once(exe, threads, scale, seed, preload, extra_env, timeout):
         problem = "no RESULT line"
     elif "cannot be preloaded" in stderr or "ERROR: ld.so" in stderr:
         problem = "LD_PRELOAD failed"
+    elif preload and os.path.realpath(res.get("malloc_from", "?")) != os.path.realpath(preload):
+        # e.g. a library that exports no malloc: the run silently measured glibc
+        problem = f"malloc not interposed (malloc_from={res.get('malloc_from')})"
     if res:
         rec["ops"] = int(res["ops"])
         rec["unit"] = res["unit"]
         rec["elapsed_s"] = float(res["elapsed"])
         rec["ops_per_sec"] = float(res["ops_per_sec"])
         rec["checksum"] = res["checksum"]
+        rec["malloc_from"] = res.get("malloc_from")
     rec["problem"] = problem
     return rec
 
@@ -261,7 +265,17 @@ def main():
         ok = path is None or os.path.exists(path)
         present[name] = ok
         log(f"allocator {name:10s} {'ok     ' if ok else 'MISSING'} {path or '-'}  ({note})")
-    active = [a for a in allocs if present[a[0]]]
+    # pre-flight: a library that loads but does not define malloc/free would silently
+    # measure glibc; such an allocator is reported as a failure and not benchmarked.
+    preflight_fail = {}
+    probe = os.path.join(BIN, "larson")
+    for name, path, env, _ in allocs:
+        if path and present[name]:
+            rec = run_once(probe, 1, 0.001, args.seed, path, {**env, **extra.get(name, {})}, 60)
+            if rec["problem"]:
+                preflight_fail[name] = rec["problem"]
+                log(f"allocator {name:10s} PRE-FLIGHT FAILED: {rec['problem']} {rec['stderr'].strip()[-300:]}")
+    active = [a for a in allocs if present[a[0]] and a[0] not in preflight_fail]
 
     load_before = os.getloadavg()
     t_start = time.monotonic()
@@ -285,7 +299,7 @@ def main():
                         f"{si(rec.get('ops_per_sec', 0)):>7s} ops/s  rss {mib(rec['maxrss_kib']):>7s}  {status}")
 
     # checksum agreement: per (workload, threads) all runs of all allocators must agree
-    failures = []
+    failures = [("pre-flight", 0, n, p, "") for n, p in preflight_fail.items()]
     for wname, _ in workloads:
         for t in threads:
             sums = {}
@@ -351,6 +365,8 @@ def main():
                 s = summary.get((wname, t, n))
                 if not present[n]:
                     row.append("missing")
+                elif n in preflight_fail:
+                    row.append("**FAIL** (pre-flight)")
                 elif not s or not s["ok"] or not s["ops_per_sec"]:
                     row.append("**FAIL**")
                 else:
@@ -387,7 +403,8 @@ def main():
     if failures:
         print("\nFAILURES:")
         for wname, t, name, prob, err in failures:
-            print(f"- {wname} t={t} {name}: {prob}" + (f" — stderr: {err!r}" if err else ""))
+            where = wname if wname == "pre-flight" else f"{wname} t={t}"
+            print(f"- {where} {name}: {prob}" + (f" — stderr: {err!r}" if err else ""))
 
     if args.json:
         out = {

@@ -5,6 +5,7 @@
  *
  *   RESULT name=<w> threads=<t> scale=<s> seed=<n> ops=<n> unit=<u>
  *          elapsed=<sec> ops_per_sec=<x> checksum=0x<hex> verified=<n>
+ *          malloc_from=<shared object that defines malloc/free>
  *
  * and exits 0 only if every self-check passed.  Blocks carry a tag derived
  * from a deterministic RNG; whoever frees a block first verifies its tag
@@ -16,6 +17,7 @@
 #define WL_COMMON_H
 
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -146,13 +148,25 @@ static inline uint64_t wl_scaled(double scale, uint64_t base, uint64_t min) {
   return n < min ? min : n;
 }
 
+/* The shared object that defines the malloc (and free) this process really
+ * calls — lets the runner prove that LD_PRELOAD took effect. */
+static WL_UNUSED const char *wl_malloc_from(void) {
+  Dl_info im, ifr;
+  void *(*m)(size_t) = malloc;
+  void (*f)(void *) = free;
+  if (!dladdr((void *)m, &im) || !im.dli_fname) return "unknown";
+  if (!dladdr((void *)f, &ifr) || !ifr.dli_fname || strcmp(im.dli_fname, ifr.dli_fname) != 0)
+    return "mixed";
+  return im.dli_fname;
+}
+
 static WL_UNUSED void wl_result(const char *name, const wl_args *a, uint64_t ops, const char *unit,
                                 double elapsed, uint64_t checksum, uint64_t verified) {
   printf("RESULT name=%s threads=%d scale=%g seed=%llu ops=%llu unit=%s elapsed=%.6f "
-         "ops_per_sec=%.1f checksum=0x%016llx verified=%llu\n",
+         "ops_per_sec=%.1f checksum=0x%016llx verified=%llu malloc_from=%s\n",
          name, a->threads, a->scale, (unsigned long long)a->seed, (unsigned long long)ops, unit,
          elapsed, elapsed > 0 ? (double)ops / elapsed : 0.0, (unsigned long long)checksum,
-         (unsigned long long)verified);
+         (unsigned long long)verified, wl_malloc_from());
   fflush(stdout);
 }
 
