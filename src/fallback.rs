@@ -10,7 +10,6 @@ use crate::{os, transfer};
 
 /// Allocates an object of `class` in fallback mode.
 pub fn alloc(class: SizeClass) -> *mut u8 {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     if let Some(region) = os::current_cpu().and_then(percpu::region) {
         let meta = region.meta();
         if let Some(_guard) = meta.lock.try_lock() {
@@ -21,6 +20,8 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
             }
             bump(&meta.alloc_misses);
             region.grow_locked(class, class.batch());
+            // Declared here, not above: zeroing it costs as much as a hit.
+            let mut buf = [core::ptr::null_mut(); MAX_BATCH];
             let n = transfer::take(class, &mut buf[..class.batch()]);
             if n == 0 {
                 return core::ptr::null_mut();
@@ -33,8 +34,9 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
             return buf[n - 1];
         }
     }
-    if transfer::take(class, &mut buf[..1]) == 1 {
-        buf[0]
+    let mut one = [core::ptr::null_mut()];
+    if transfer::take(class, &mut one) == 1 {
+        one[0]
     } else {
         core::ptr::null_mut()
     }
