@@ -36,6 +36,23 @@ static int by_name(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/*
+ * The tests' 50us timers need a high-resolution clocksource; under a busy
+ * host TCG guests have fallen back to jiffies, so say which one runs.
+ */
+static const char *clocksource(void)
+{
+	static char buf[64] = "unknown";
+	FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+
+	if (f) {
+		if (fgets(buf, sizeof(buf), f))
+			buf[strcspn(buf, "\n")] = 0;
+		fclose(f);
+	}
+	return buf;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -97,8 +114,9 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	uname(&u);
-	printf("KTEST-INFO kernel %s %s, %ld cpus online\n", u.release,
-	       u.version, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("KTEST-INFO kernel %s %s, %ld cpus online, clocksource %s\n",
+	       u.release, u.version, sysconf(_SC_NPROCESSORS_ONLN),
+	       clocksource());
 
 	dir = opendir(TEST_DIR);
 	while (dir && (d = readdir(dir)) && n < MAX_TESTS) {

@@ -181,11 +181,11 @@ RUST_WANTED="stress_restarts global_alloc"
 build_rust_tests() {
 	local meta targets features args=() t json
 	if [ ! -f "$REPO/Cargo.toml" ]; then
-		for t in $RUST_WANTED; do echo "SKIP rust:$t (no Cargo.toml in $REPO yet)" >&2; done
+		for t in $RUST_WANTED; do echo "SKIP rust:$t no Cargo.toml in $REPO yet" >&2; done
 		return 0
 	fi
 	if ! command -v cargo >/dev/null; then
-		for t in $RUST_WANTED; do echo "SKIP rust:$t (cargo not installed)" >&2; done
+		for t in $RUST_WANTED; do echo "SKIP rust:$t cargo not installed" >&2; done
 		return 0
 	fi
 	meta=$(cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null) || {
@@ -203,7 +203,7 @@ for pkg in meta["packages"]:
 print(",".join(have) or "-", ",".join(sorted(feats)) or "-")
 ' "$RUST_WANTED" <<< "$meta")
 	for t in $RUST_WANTED; do
-		[[ ",$targets," == *",$t,"* ]] || echo "SKIP rust:$t (no test target '$t' in Cargo.toml yet)" >&2
+		[[ ",$targets," == *",$t,"* ]] || echo "SKIP rust:$t no test target '$t' in Cargo.toml yet" >&2
 	done
 	[ "$targets" = "-" ] && return 0
 	for t in ${targets//,/ }; do args+=(--test "$t"); done
