@@ -114,6 +114,20 @@ pub unsafe fn free_batch(class: SizeClass, objects: &[*mut u8]) {
     OUTSTANDING[class.index()].fetch_sub(objects.len() as u64, Ordering::Relaxed);
 }
 
+/// Takes every class's lock (fork prepare).
+pub fn lock_all() {
+    LISTS.iter().for_each(SpinLock::acquire);
+}
+
+/// Drops the locks `lock_all` took.
+///
+/// # Safety
+/// As for `SpinLock::release`: this thread called `lock_all`.
+pub unsafe fn unlock_all() {
+    // SAFETY: the caller's guarantee.
+    LISTS.iter().for_each(|l| unsafe { l.release() });
+}
+
 /// Objects of `class` handed out by the central slab and not returned.
 pub fn outstanding(class: SizeClass) -> u64 {
     OUTSTANDING[class.index()].load(Ordering::Relaxed)

@@ -27,6 +27,25 @@ pub struct Config {
     pub cpu_cache_bytes: usize,
     /// `RSEQALLOC_VERBOSE`: print the chosen mode and options at init.
     pub verbose: bool,
+    /// `RSEQALLOC_STATS`: print the stats snapshot to stderr at exit.
+    pub stats_at_exit: bool,
+    /// `RSEQALLOC_BAD_FREE`: what the C API does with a pointer it never
+    /// handed out.
+    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // read by the C API only
+    pub bad_free: BadFree,
+    /// `RSEQALLOC_CHECK`: track every small object's state (exact double-free
+    /// detection in the C API).
+    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // read by the C API only
+    pub checked: bool,
+}
+
+/// What `free` and `realloc` do with an invalid pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BadFree {
+    /// Print one line naming the pointer and abort (SIGABRT).
+    Abort,
+    /// Print the line, count it in the stats, and leave the pointer alone.
+    Leak,
 }
 
 /// Default per-CPU cache budget. TCMalloc uses 1.5 MiB (`kMaxCpuCacheSize`);
@@ -61,6 +80,21 @@ pub const VARIABLES: &[Variable] = &[
         doc: "bytes of free objects one CPU's cache may hold (4096 .. 268435456)",
     },
     Variable { name: c"RSEQALLOC_VERBOSE", default: "0", doc: "1: print the mode and every option to stderr at init" },
+    Variable {
+        name: c"RSEQALLOC_STATS",
+        default: "0",
+        doc: "1: print the stats (mode, hits, restarts, bytes) to stderr at exit",
+    },
+    Variable {
+        name: c"RSEQALLOC_BAD_FREE",
+        default: "abort",
+        doc: "abort | leak: what free/realloc of a pointer rseqalloc never handed out does (C API)",
+    },
+    Variable {
+        name: c"RSEQALLOC_CHECK",
+        default: "0",
+        doc: "1: track every small block's state, so every double free is caught (C API; slower)",
+    },
 ];
 
 impl Config {
@@ -76,11 +110,22 @@ impl Config {
                 ModeRequest::Auto
             }
         };
+        let bad_free = match os::getenv(c"RSEQALLOC_BAD_FREE") {
+            None | Some(b"abort") | Some(b"") => BadFree::Abort,
+            Some(b"leak") => BadFree::Leak,
+            Some(_) => {
+                warn(c"RSEQALLOC_BAD_FREE", b"abort or leak");
+                BadFree::Abort
+            }
+        };
         Config {
             mode,
             use_mm_cid: flag(c"RSEQALLOC_MMCID", true),
             cpu_cache_bytes: number(c"RSEQALLOC_CPU_CACHE_BYTES", DEFAULT_CPU_CACHE_BYTES, 4096, 1 << 28),
             verbose: flag(c"RSEQALLOC_VERBOSE", false),
+            stats_at_exit: flag(c"RSEQALLOC_STATS", false),
+            bad_free,
+            checked: flag(c"RSEQALLOC_CHECK", false),
         }
     }
 }

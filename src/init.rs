@@ -1,12 +1,21 @@
 //! Brings the allocator up once per process: reads the options, chooses the
 //! rseq mode, reserves the arena, maps the per-CPU regions, and publishes
 //! them to the critical sections. Allocates nothing, so a first allocation
-//! from anywhere (std's runtime, a libc constructor) can trigger it.
+//! from anywhere (the dynamic loader, a libc constructor, std's runtime) can
+//! trigger it. A call that re-enters from inside bring-up (same thread) is
+//! told so at once (`initialising_here`) instead of waiting for itself.
+//!
+//! A constructor (`.init_array`) also brings the allocator up at load time
+//! and then registers the process hooks, outside any malloc call (so that
+//! no libc lock glibc may hold around a first malloc is taken again):
+//! fork handlers that hold every allocator lock across `fork` (design.md
+//! §3.5), and with `RSEQALLOC_STATS=1` an exit handler printing the stats.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Config, VARIABLES};
-use crate::{os, pagemap, percpu, rseq};
+use crate::rseq::cs;
+use crate::{central, os, pagemap, percpu, registry, rseq, stats, transfer};
 
 const UNINIT: u8 = 0;
 const RUNNING: u8 = 1;
@@ -14,6 +23,9 @@ const READY: u8 = 2;
 const FAILED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// The thread pointer of the thread running `bring_up` (0 otherwise).
+static INIT_THREAD: AtomicUsize = AtomicUsize::new(0);
+static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 
 /// Whether the allocator is up; brings it up on the first call. False only
 /// if the kernel refused the memory for the arena or the regions.
@@ -26,18 +38,37 @@ pub fn ensure() -> bool {
 fn ensure_slow() -> bool {
     match STATE.compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {
+            INIT_THREAD.store(this_thread(), Ordering::Relaxed);
+            // A successful malloc leaves errno alone; the probes below may not
+            // (a refused reservation, an absent auxv entry).
+            let errno = os::errno();
             let ok = bring_up();
+            os::set_errno(errno);
+            INIT_THREAD.store(0, Ordering::Relaxed);
             STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
             ok
         }
         Err(_) => loop {
             // Another thread is bringing it up; it takes microseconds.
             match STATE.load(Ordering::Acquire) {
+                RUNNING if initialising_here() => return false,
                 RUNNING => os::yield_now(),
                 state => return state == READY,
             }
         },
     }
+}
+
+/// Whether this thread is inside `bring_up`: an allocation now re-entered
+/// the allocator from init, and must be served without it (the C API's
+/// bootstrap area).
+pub fn initialising_here() -> bool {
+    INIT_THREAD.load(Ordering::Relaxed) == this_thread()
+}
+
+fn this_thread() -> usize {
+    // SAFETY: reads %fs:0, which glibc keeps pointing at the thread's TCB.
+    unsafe { cs::rseqalloc_thread_pointer() as usize }
 }
 
 fn bring_up() -> bool {
@@ -51,6 +82,9 @@ fn bring_up() -> bool {
     };
     let (mode, area_off) = rseq::choose_mode(&config);
     let index = rseq::choose_index(&config, mode);
+    #[cfg(feature = "capi")]
+    crate::check::init(&config);
+    STATS_AT_EXIT.store(config.stats_at_exit, Ordering::Relaxed);
     rseq::publish(mode, index, area_off, slabs, ncpu as u32);
     if config.verbose {
         report(mode, index, ncpu);
@@ -71,4 +105,56 @@ fn report(mode: rseq::Mode, index: rseq::CacheIndex, ncpu: usize) {
         );
         line.flush();
     }
+}
+
+/// Runs when the library or program is loaded, before `main`, with no
+/// libc lock held: brings the allocator up and registers the process hooks.
+/// (glibc passes argc, argv and envp; the SysV ABI lets us ignore them.)
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;
+
+extern "C" fn at_load() {
+    if !ensure() {
+        return;
+    }
+    // SAFETY: the handlers are `extern "C"` functions that live as long as
+    // the process (the library is never unloaded: -z nodelete).
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release));
+        if STATS_AT_EXIT.load(Ordering::Relaxed) {
+            libc::atexit(print_stats);
+        }
+    }
+}
+
+/// Before `fork`: takes every allocator lock, in the order the slow paths
+/// nest them (a region, then a transfer cache or a central list, then the
+/// page heap; the registry nests nothing), so no other thread is inside a
+/// slow path when the child is copied. Critical sections need nothing: a
+/// section another thread had begun is simply never committed in the child.
+extern "C" fn fork_prepare() {
+    percpu::lock_all();
+    transfer::lock_all();
+    central::lock_all();
+    pagemap::lock_all();
+    registry::lock_all();
+}
+
+/// After `fork`, in parent and child: drops what `fork_prepare` took. The
+/// child's only thread is the one that forked, which holds them all.
+extern "C" fn fork_release() {
+    // SAFETY: fork_prepare took every lock on this thread (or, in the child,
+    // on the thread it was copied from).
+    unsafe {
+        registry::unlock_all();
+        pagemap::unlock_all();
+        central::unlock_all();
+        transfer::unlock_all();
+        percpu::unlock_all();
+    }
+}
+
+extern "C" fn print_stats() {
+    stats::print(&stats::snapshot());
 }

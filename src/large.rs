@@ -1,6 +1,8 @@
 //! Blocks too big (or too aligned) for a size class: each is its own
 //! mapping, with a 32-byte header just before the block recording the
 //! mapping, so an unsized free finds it and `realloc` can `mremap` it.
+//! Every live block is in the registry (`registry.rs`), which is what makes
+//! a pointer a large block: the header is read only after the registry says so.
 //!
 //! ```text
 //!  map_base                       block (aligned)
@@ -11,8 +13,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::os::{self, OS_PAGE};
+use crate::registry;
 
-/// Marks a real header (catches a foreign pointer before it is unmapped).
+/// Marks a real header (a debugging aid; the registry is the authority).
 const MAGIC: u64 = 0x7273_6571_4c41_5247; // "rseqLARG"
 
 /// The smallest offset: the header, rounded up to a cache line.
@@ -44,32 +47,49 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
     // SAFETY: offset < map_len, and the header fits below the block because
     // offset ≥ MIN_OFFSET ≥ size_of::<LargeHeader>().
-    unsafe {
-        let block = base.add(offset);
-        header(block).write(LargeHeader { magic: MAGIC, map_len, offset, size });
-        account(map_len as i64, size as i64, 1);
-        block
+    let block = unsafe { base.add(offset) };
+    if !registry::insert(block) {
+        // SAFETY: the mapping was just made and nobody knows it.
+        unsafe { os::unmap(base, map_len) };
+        return core::ptr::null_mut();
     }
+    // SAFETY: as above; the header lies inside the fresh mapping.
+    unsafe { header(block).write(LargeHeader { magic: MAGIC, map_len, offset, size }) };
+    account(map_len as i64, size as i64, 1);
+    block
 }
 
-/// Unmaps a block made by `alloc`.
+/// Unmaps `block` if it is a live large block; returns false, touching
+/// nothing, if it is not (never allocated here, or already freed).
 ///
 /// # Safety
-/// `block` came from `alloc` (or `realloc`) and is not used any more.
-pub unsafe fn free(block: *mut u8) {
-    // SAFETY: the caller guarantees the header is ours.
+/// If `block` is a live large block, the caller gives it up.
+pub unsafe fn free(block: *mut u8) -> bool {
+    if !registry::remove(block) {
+        return false;
+    }
+    // SAFETY: the registry vouches that the header is ours; the caller gives
+    // the block up.
     unsafe {
         let hdr = header(block).read();
         debug_assert_eq!(hdr.magic, MAGIC);
         account(-(hdr.map_len as i64), -(hdr.size as i64), -1);
         os::unmap(block.sub(hdr.offset), hdr.map_len);
     }
+    true
+}
+
+/// Whether `block` is a live large block (the registry's word, so any
+/// pointer may be asked).
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn is_live(block: *const u8) -> bool {
+    registry::contains(block)
 }
 
 /// The usable size of a block made by `alloc`.
 ///
 /// # Safety
-/// As for `free`, except that the block stays in use.
+/// `block` is a live large block (`is_live`).
 pub unsafe fn usable_size(block: *mut u8) -> usize {
     // SAFETY: the caller guarantees the header is ours.
     let hdr = unsafe { header(block).read() };
@@ -81,7 +101,7 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
 /// null, leaving the block intact, when the kernel refuses.
 ///
 /// # Safety
-/// As for `free`, except that on success the old pointer is dead.
+/// `block` is a live large block, given up on success.
 pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: the caller guarantees the header is ours.
     unsafe {
@@ -96,6 +116,14 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
             return core::ptr::null_mut();
         }
         let moved = base.add(hdr.offset);
+        if moved != block {
+            registry::remove(block);
+            if !registry::insert(moved) {
+                // The block exists but a free could no longer find it.
+                os::write_stderr(b"rseqalloc: out of memory for the large-block registry\n");
+                os::abort();
+            }
+        }
         header(moved).write(LargeHeader { map_len: new_len, size: new_size, ..hdr });
         account(new_len as i64 - hdr.map_len as i64, new_size as i64 - hdr.size as i64, 0);
         moved

@@ -20,6 +20,8 @@
 //! ## Layers (each module uses only those below it)
 //!
 //! ```text
+//!  capi        the C API (feature `capi`, preload/): malloc & co. with glibc's semantics
+//!  check       bad pointers for the C API: interior, double free, checked mode
 //!  global      GlobalAlloc: layout → size class → fast path; large blocks
 //!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths
 //!  fallback    the same regions without rseq: sched_getcpu + try-lock
@@ -27,6 +29,7 @@
 //!  central     spans carved into objects, per size class
 //!  pagemap     the arena, its class map and span table, the page heap
 //!  large       one mapping per big block; realloc by mremap
+//!  registry    the set of live large blocks (which pointers are ours)
 //!  rseq        mode choice, area registration; rseq/cs: the asm sections
 //!  size_class  sizes, one-load lookup, batch and capacity shape
 //!  init, config, stats, sync, os   bring-up, options, counters, lock, syscalls
@@ -60,7 +63,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+#[cfg(feature = "capi")]
+mod capi;
 mod central;
+#[cfg(feature = "capi")]
+mod check;
 mod config;
 mod fallback;
 mod global;
@@ -69,6 +76,7 @@ mod large;
 mod os;
 mod pagemap;
 mod percpu;
+mod registry;
 mod rseq;
 mod size_class;
 mod stats;
@@ -94,4 +102,23 @@ pub use stats::{CpuStats, Stats};
 /// ```
 pub fn stats() -> Stats {
     stats::snapshot()
+}
+
+/// Returns free memory to the OS and says how many bytes of arena pages
+/// went back (`malloc_trim` in the C API). The calling thread's CPU cache
+/// (every cache in fallback mode) and the transfer caches go back to their
+/// spans, spans left empty go to the page heap, and every free granule's
+/// pages are given back with `madvise(MADV_DONTNEED)`. Other CPUs' caches
+/// keep their objects: under rseq only a thread running there may touch them.
+///
+/// ```
+/// let blocks: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 4000]).collect();
+/// drop(blocks);
+/// let released = rseqalloc::trim();
+/// println!("{released} bytes back to the OS");
+/// ```
+pub fn trim() -> usize {
+    percpu::flush_current();
+    transfer::drain();
+    pagemap::release_free()
 }

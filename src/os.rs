@@ -200,3 +200,57 @@ pub fn set_errno(value: i32) {
     // SAFETY: as in `errno`.
     unsafe { *libc::__errno_location() = value };
 }
+
+/// Gives `[p, p + len)` back to the kernel: the pages stay mapped and read
+/// as zeros when next touched (`madvise(MADV_DONTNEED)`, private anonymous
+/// memory). Keeps errno. Returns whether the kernel agreed.
+///
+/// # Safety
+/// The range is OS-page aligned, ours, and holds nothing anyone still reads.
+pub unsafe fn release(p: *mut u8, len: usize) -> bool {
+    let saved = errno();
+    // SAFETY: the caller guarantees the range is ours and unused.
+    let ok = unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 };
+    set_errno(saved);
+    ok
+}
+
+/// 64 random bits from the kernel's `AT_RANDOM` bytes (16 bytes it puts on
+/// every new process's stack), read without a system call or allocation.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn random_u64() -> u64 {
+    let p = auxval(libc::AT_RANDOM) as *const u64;
+    if p.is_null() {
+        return 0x6a09_e667_f3bc_c908; // no auxv entry: any constant will do
+    }
+    // SAFETY: AT_RANDOM points to 16 readable bytes for the process's life;
+    // they need not be aligned.
+    unsafe { p.add(1).read_unaligned() }
+}
+
+/// The running glibc's minor version (36 for 2.36), from
+/// `gnu_get_libc_version`, which returns a static string.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn glibc_minor() -> u32 {
+    // SAFETY: gnu_get_libc_version returns a NUL-terminated static string.
+    let text = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_bytes();
+    let minor = text.split(|&b| b == b'.').nth(1).unwrap_or(b"");
+    crate::config::parse_decimal(minor).unwrap_or(0) as u32
+}
+
+/// Writes bytes to a stdio stream (`malloc_info`'s output). Stdio may
+/// allocate its buffer, so only entry points outside the allocator call it.
+///
+/// # Safety
+/// `stream` is an open `FILE`.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) {
+    // SAFETY: the caller guarantees the stream; `bytes` is readable.
+    unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };
+}
+
+/// Ends the process at once with SIGABRT (after a diagnostic).
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}

@@ -9,7 +9,11 @@
 //!  class_map[g]  class of the span covering g (0: free, large, or foreign)
 //!  spans[g]      Span metadata, valid at a span's first granule
 //!  chunk_free[c] bit i set: granule c*32+i is free (committed chunks only)
+//!  released[c]   bit i set: that free granule's pages went back to the OS
 //! ```
+//!
+//! `release_free` gives free granules' pages back (`madvise`); a granule
+//! stays committed, so handing it out again only costs the page faults.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -52,10 +56,13 @@ static GRANULES: AtomicUsize = AtomicUsize::new(0);
 static CLASS_MAP: AtomicUsize = AtomicUsize::new(0);
 static SPANS: AtomicUsize = AtomicUsize::new(0);
 static MAPPED: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
 
 struct PageHeap {
     /// `chunk_free` array (one u32 per chunk of the arena).
     chunk_free: *mut u32,
+    /// `released` array (one u32 per chunk): subset of the free bits.
+    released: *mut u32,
     /// Chunks made read-write so far, from the arena base up.
     committed: usize,
     /// No chunk below this has a free granule.
@@ -65,8 +72,12 @@ struct PageHeap {
 // SAFETY: the raw pointer is to process-wide metadata; the lock serialises use.
 unsafe impl Send for PageHeap {}
 
-static HEAP: SpinLock<PageHeap> =
-    SpinLock::new(PageHeap { chunk_free: core::ptr::null_mut(), committed: 0, lowest_free: 0 });
+static HEAP: SpinLock<PageHeap> = SpinLock::new(PageHeap {
+    chunk_free: core::ptr::null_mut(),
+    released: core::ptr::null_mut(),
+    committed: 0,
+    lowest_free: 0,
+});
 
 /// Reserves the arena and maps its metadata. Called once by init.
 pub fn init() -> bool {
@@ -77,7 +88,7 @@ pub fn init() -> bool {
         }
         let granules = size / GRANULE;
         let chunks = granules / CHUNK_GRANULES;
-        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 4;
+        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 8;
         let meta = os::map(meta_len);
         if meta.is_null() {
             // SAFETY: the reservation was just made and is unused.
@@ -86,7 +97,10 @@ pub fn init() -> bool {
         }
         let spans = meta as usize + granules;
         let chunk_free = spans + granules * core::mem::size_of::<Span>();
-        HEAP.lock().chunk_free = chunk_free as *mut u32;
+        let mut heap = HEAP.lock();
+        heap.chunk_free = chunk_free as *mut u32;
+        heap.released = (chunk_free + chunks * 4) as *mut u32;
+        drop(heap);
         CLASS_MAP.store(meta as usize, Ordering::Relaxed);
         SPANS.store(spans, Ordering::Relaxed);
         GRANULES.store(granules, Ordering::Relaxed);
@@ -112,6 +126,22 @@ pub fn class_of(p: *const u8) -> Option<SizeClass> {
     // SAFETY: g < GRANULES, the length of the class map.
     let byte = unsafe { *(CLASS_MAP.load(Ordering::Relaxed) as *const u8).add(g) };
     SizeClass::from_index(byte as usize)
+}
+
+/// The arena's base address and size in bytes (0, 0 before init).
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn arena() -> (usize, usize) {
+    (BASE.load(Ordering::Relaxed), GRANULES.load(Ordering::Relaxed) << GRANULE_SHIFT)
+}
+
+/// How far `p` lies into the `class` span holding it. The arena base is
+/// chunk aligned and spans are aligned to their size within it, so this is
+/// a mask, no lookup.
+#[inline(always)]
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn offset_in_span(p: *const u8, class: SizeClass) -> usize {
+    const _: () = assert!(CHUNK >= 4 * GRANULE, "spans must not straddle the base alignment");
+    p as usize & ((class.span_granules() << GRANULE_SHIFT) - 1)
 }
 
 /// Address of granule `g`.
@@ -172,6 +202,54 @@ fn set_class(g: usize, n: usize, byte: u8) {
     unsafe { core::ptr::write_bytes(map.add(g), byte, n) };
 }
 
+/// Gives the pages of every free granule back to the OS (those not given
+/// back already) and returns how many bytes that was. The primitive under
+/// `malloc_trim`; the heap lock is held across the `madvise` calls, one per
+/// run of free granules in a chunk.
+pub fn release_free() -> usize {
+    let heap = HEAP.lock();
+    let mut total = 0;
+    for c in 0..heap.committed {
+        // SAFETY: c < committed ≤ number of chunks, the arrays' length.
+        let (free, released) = unsafe { (*heap.chunk_free.add(c), &mut *heap.released.add(c)) };
+        let mut todo = free & !*released;
+        while todo != 0 {
+            let start = todo.trailing_zeros();
+            let run = (todo >> start).trailing_ones();
+            let bits = ((1u64 << run) - 1) as u32;
+            let bytes = run as usize * GRANULE;
+            // SAFETY: the granules are free (no span, no object) and inside
+            // a committed chunk of our reservation.
+            if unsafe { os::release(granule_base(c * CHUNK_GRANULES + start as usize), bytes) } {
+                *released |= bits << start;
+                total += bytes;
+            }
+            todo &= !(bits << start);
+        }
+    }
+    RELEASED.fetch_add(total as u64, Ordering::Relaxed);
+    total
+}
+
+/// Bytes of free granules whose pages are back with the OS.
+pub fn released_bytes() -> u64 {
+    RELEASED.load(Ordering::Relaxed)
+}
+
+/// Takes the page heap lock (fork prepare).
+pub fn lock_all() {
+    HEAP.acquire();
+}
+
+/// Drops the lock `lock_all` took.
+///
+/// # Safety
+/// As for `SpinLock::release`: this thread called `lock_all`.
+pub unsafe fn unlock_all() {
+    // SAFETY: the caller's guarantee.
+    unsafe { HEAP.release() }
+}
+
 /// Bytes of the arena made read-write so far.
 pub fn mapped_bytes() -> u64 {
     MAPPED.load(Ordering::Relaxed)
@@ -192,7 +270,12 @@ impl PageHeap {
             };
             if usable != 0 {
                 let i = usable.trailing_zeros() as usize;
-                *word &= !((((1u64 << n) - 1) as u32) << i);
+                let bits = (((1u64 << n) - 1) as u32) << i;
+                *word &= !bits;
+                // SAFETY: as above.
+                let released = unsafe { &mut *self.released.add(c) };
+                RELEASED.fetch_sub(((*released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
+                *released &= !bits;
                 return Some(c * CHUNK_GRANULES + i);
             }
             if *word == 0 && c == self.lowest_free {

@@ -252,6 +252,59 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
     unsafe { transfer::give(class, &[p]) }
 }
 
+/// Moves the objects cached in this thread's current CPU cache (in fallback
+/// mode, where every region is reachable under its lock: in every cache) to
+/// the middle end, for `malloc_trim`. Other CPUs' caches under rseq are left
+/// alone: only a thread on that CPU may touch them.
+pub fn flush_current() {
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    if rseq::mode() == rseq::Mode::Fallback {
+        for region in (0..ncpu()).filter_map(region) {
+            let _guard = region.meta().lock.lock();
+            for class in SizeClass::all() {
+                loop {
+                    let n = buf.iter_mut().map_while(|slot| region.pop_locked(class).map(|p| *slot = p)).count();
+                    if n == 0 {
+                        break;
+                    }
+                    // SAFETY: popped objects are free objects of class, ours now.
+                    unsafe { transfer::give(class, &buf[..n]) };
+                }
+            }
+        }
+        return;
+    }
+    if rseq::current_index().is_none() {
+        return;
+    }
+    for class in SizeClass::all() {
+        loop {
+            // SAFETY: class < NUM_CLASSES; buf has room for MAX_BATCH.
+            let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), MAX_BATCH) };
+            if n == 0 {
+                break;
+            }
+            // SAFETY: as above.
+            unsafe { transfer::give(class, &buf[..n]) };
+        }
+    }
+}
+
+/// Takes every region's lock (fork prepare). Touches each region's first
+/// page, so a region never used costs one page from the first fork on.
+pub fn lock_all() {
+    (0..ncpu()).filter_map(region).for_each(|r| r.meta().lock.acquire());
+}
+
+/// Drops the locks `lock_all` took.
+///
+/// # Safety
+/// As for `SpinLock::release`: this thread called `lock_all`.
+pub unsafe fn unlock_all() {
+    // SAFETY: the caller's guarantee.
+    (0..ncpu()).filter_map(region).for_each(|r| unsafe { r.meta().lock.release() });
+}
+
 /// A handle on one region.
 #[derive(Clone, Copy)]
 pub struct Region {

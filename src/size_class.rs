@@ -33,6 +33,20 @@ const SIZES: [u32; NUM_CLASSES] = [
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
 ];
 
+/// Per class, ⌈2⁶⁴ / size⌉: `offset` < 2³² is a multiple of `size` exactly
+/// when `offset * M mod 2⁶⁴ < M` (Lemire, Kaser & Kurz, "Faster remainder by
+/// direct computation", 2019): a multiply instead of a division on `free`.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+const DIVISIBILITY: [u64; NUM_CLASSES] = {
+    let mut m = [0u64; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        m[c] = u64::MAX / SIZES[c] as u64 + 1;
+        c += 1;
+    }
+    m
+};
+
 /// The largest number of objects moved between a CPU cache and the middle
 /// end in one batch (stack buffers are this long).
 pub const MAX_BATCH: usize = 32;
@@ -132,6 +146,15 @@ impl SizeClass {
         1 << self.size().trailing_zeros()
     }
 
+    /// Whether `offset` bytes from the start of one of this class's spans is
+    /// where an object starts (so a pointer there may be freed).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+    pub fn is_object_offset(self, offset: usize) -> bool {
+        let m = DIVISIBILITY[self.index()];
+        (offset as u64).wrapping_mul(m) < m && offset + self.size() <= self.span_granules() << 16
+    }
+
     /// Objects moved per batch between a CPU cache and the middle end: about
     /// 16 KiB, between 2 and MAX_BATCH.
     pub const fn batch(self) -> usize {
@@ -197,6 +220,17 @@ mod tests {
             assert!(c.max_capacity() >= 2 * c.batch());
         }
         assert_eq!(SizeClass::from_index(NUM_CLASSES - 1).unwrap().size(), MAX_SMALL);
+    }
+
+    #[test]
+    fn object_offsets_are_exactly_the_multiples_inside_the_span() {
+        for c in SizeClass::all() {
+            let span = c.span_granules() * 64 * 1024;
+            for offset in 0..span {
+                let expected = offset % c.size() == 0 && offset + c.size() <= span;
+                assert_eq!(c.is_object_offset(offset), expected, "class {} offset {offset}", c.size());
+            }
+        }
     }
 
     proptest! {

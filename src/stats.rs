@@ -87,6 +87,11 @@ pub struct Stats {
     pub bytes_in_use: u64,
     /// Large blocks live now.
     pub large_blocks: u64,
+    /// Bytes of free arena memory given back to the OS (`malloc_trim`) and
+    /// not reused since.
+    pub bytes_released: u64,
+    /// Invalid pointers the C API left alone (`RSEQALLOC_BAD_FREE=leak`).
+    pub bad_frees: u64,
     per_cpu: [CpuStats; SNAPSHOT_CPUS],
     per_cpu_len: usize,
 }
@@ -126,6 +131,8 @@ pub fn snapshot() -> Stats {
         bytes_mapped: 0,
         bytes_in_use: 0,
         large_blocks: 0,
+        bytes_released: pagemap::released_bytes(),
+        bad_frees: bad_frees(),
         per_cpu: [CpuStats::default(); SNAPSHOT_CPUS],
         per_cpu_len: 0,
     };
@@ -165,6 +172,24 @@ pub fn snapshot() -> Stats {
     s.bytes_in_use = handed_out.saturating_sub(s.transfer_bytes + s.totals.cached_bytes) + large_in_use;
     s.large_blocks = large_blocks;
     s
+}
+
+#[cfg(feature = "capi")]
+fn bad_frees() -> u64 {
+    crate::check::bad_frees()
+}
+
+#[cfg(not(feature = "capi"))]
+fn bad_frees() -> u64 {
+    0 // only the C API judges pointers
+}
+
+/// Prints a snapshot to stderr without allocating (`RSEQALLOC_STATS=1` at
+/// exit, `malloc_stats`).
+pub fn print(stats: &Stats) {
+    let mut line = Line::new();
+    let _ = fmt::write(&mut line, format_args!("rseqalloc stats:\n{stats}\n"));
+    line.flush();
 }
 
 fn cpu_stats(index: usize, region: Region) -> CpuStats {
@@ -211,7 +236,9 @@ impl fmt::Display for Stats {
             "bytes:           {} mapped, {} in use, {} in CPU caches, {} in transfer caches",
             self.bytes_mapped, self.bytes_in_use, t.cached_bytes, self.transfer_bytes
         )?;
-        write!(f, "large blocks:    {}", self.large_blocks)
+        writeln!(f, "released:        {} bytes of free arena memory returned to the OS", self.bytes_released)?;
+        writeln!(f, "large blocks:    {}", self.large_blocks)?;
+        write!(f, "bad frees:       {} left alone", self.bad_frees)
     }
 }
 

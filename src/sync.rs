@@ -53,6 +53,22 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Takes the lock and keeps it past the caller's scope, for the fork
+    /// handlers, which take every lock in one callback and drop them in
+    /// another (`init::fork_prepare`).
+    pub fn acquire(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Drops a lock taken with `acquire`.
+    ///
+    /// # Safety
+    /// This thread took the lock with `acquire` (in the child of a fork, the
+    /// forking thread's hold is the child's own) and uses nothing it guards.
+    pub unsafe fn release(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// Takes the lock if it is free.
     #[inline]
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {

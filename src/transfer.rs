@@ -74,6 +74,45 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
     }
 }
 
+/// Returns every object the transfer caches hold to the central slab, so
+/// that spans whose objects are all back go to the page heap (`malloc_trim`).
+pub fn drain() {
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    for class in SizeClass::all() {
+        loop {
+            let n = {
+                let mut cache = CACHES[class.index()].lock();
+                let n = cache.len.min(MAX_BATCH);
+                let start = cache.len - n;
+                buf[..n].copy_from_slice(&cache.slots[start..cache.len]);
+                cache.len = start;
+                HELD[class.index()].store(start as u64, Ordering::Relaxed);
+                n
+            };
+            if n == 0 {
+                break;
+            }
+            // SAFETY: the objects were free objects of `class` in the cache,
+            // now ours.
+            unsafe { central::free_batch(class, &buf[..n]) };
+        }
+    }
+}
+
+/// Takes every class's lock (fork prepare).
+pub fn lock_all() {
+    CACHES.iter().for_each(SpinLock::acquire);
+}
+
+/// Drops the locks `lock_all` took.
+///
+/// # Safety
+/// As for `SpinLock::release`: this thread called `lock_all`.
+pub unsafe fn unlock_all() {
+    // SAFETY: the caller's guarantee.
+    CACHES.iter().for_each(|c| unsafe { c.release() });
+}
+
 /// Objects of `class` held in the transfer cache.
 pub fn held(class: SizeClass) -> u64 {
     HELD[class.index()].load(Ordering::Relaxed)

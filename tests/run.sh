@@ -5,6 +5,8 @@
 #   own       rseq through our own per-thread registration (glibc's turned off)
 #   fallback  no critical sections (RSEQALLOC_MODE=fallback)
 #   valgrind  the fallback as valgrind forces it (rseq(2) gives ENOSYS there)
+# In each, tests/preload.sh then runs C programs and real programs with
+# target/release/librseqalloc.so preloaded.
 # Prints a closing "N passed, N failed" line and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,15 +33,22 @@ run() {
 }
 
 cargo build --release --features test-hooks --tests --examples 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
+cargo build --release 2>&1 | tail -n 1 || { echo "build failed"; exit 1; } # librseqalloc.so
 
 all_tests=(cargo test --release --features test-hooks --tests)
 run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features test-hooks
+run "unit tests with the C API (libtest itself on our malloc)" -- cargo test --release -p rseqalloc --features capi --lib
+run "preload, glibc mode" -- tests/preload.sh glibc
 run "glibc mode, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- "${all_tests[@]}"
 run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rseq=0 -- "${all_tests[@]}"
+run "preload, own registration" -- tests/preload.sh own
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
+run "preload, fallback" -- tests/preload.sh fallback
 run "valgrind (fallback)" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_TEST_QUICK=1 \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --error-exitcode=99" -- \
     cargo test --release --features test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
+
+run "preload, valgrind (fallback)" -- tests/preload.sh valgrind
 
 # Tally every "N passed; M failed" (libtest) and "N passed, M failed" (our
 # harness-less binaries) line.

@@ -1,0 +1,181 @@
+//! Bad-pointer defence for the C API: decides whether a small-block pointer
+//! handed to `free` or `realloc` may be freed, and reports one that may not
+//! in one line (then aborts, or with `RSEQALLOC_BAD_FREE=leak` counts it and
+//! leaves it alone). Pointers outside the arena are judged by the large-block
+//! registry in `capi.rs`.
+//!
+//! What is caught, and at what cost:
+//! - **interior pointers** (not at an object start of their span), always:
+//!   a mask and a multiply on every free;
+//! - **double frees, by default**: `free` stamps a freed block's second word
+//!   with `SECRET ^ address` and every C allocation clears it, so freeing a
+//!   block whose stamp is intact is a double free. That catches a repeat free
+//!   of a block not handed out again in between, wherever the block now sits
+//!   (a CPU cache, the middle end, its span). It misses a second free that
+//!   comes after the block was handed out again (it then looks like the new
+//!   owner's free), two threads freeing the same block at the same moment,
+//!   and a free of an object start that was never handed out. A program's
+//!   own data equals the stamp only by a 2⁻⁶⁴ accident: the secret is random
+//!   per process (`AT_RANDOM`) and the stamp depends on the address;
+//! - **every double free, in checked mode** (`RSEQALLOC_CHECK=1`): one bit
+//!   per 16 bytes of arena (1/128 of it, mapped lazily) says which object
+//!   starts are handed out, flipped atomically by every C allocation and
+//!   free, so a free of a block that is not handed out is reported whatever
+//!   happened in between.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::config::{BadFree, Config};
+use crate::size_class::SizeClass;
+use crate::{os, pagemap};
+
+static SECRET: AtomicU64 = AtomicU64::new(0);
+static LEAK: AtomicBool = AtomicBool::new(false);
+/// Base of the checked mode's bitmap; 0 when not in checked mode.
+static BITMAP: AtomicUsize = AtomicUsize::new(0);
+static BAD_FREES: AtomicU64 = AtomicU64::new(0);
+
+/// Why a pointer may not be freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bad {
+    /// Neither a live large block nor inside a span: rseqalloc never made it.
+    Foreign,
+    /// Inside a span, but not where an object starts.
+    Interior,
+    /// An object that is already free.
+    DoubleFree,
+    /// `free_sized` / `free_aligned_sized` named a size or alignment the
+    /// block does not have.
+    SizeMismatch,
+}
+
+/// Reads the options into place; maps the bitmap in checked mode. Called
+/// once by init, after the arena exists.
+pub fn init(config: &Config) {
+    SECRET.store(os::random_u64(), Ordering::Relaxed);
+    LEAK.store(config.bad_free == BadFree::Leak, Ordering::Relaxed);
+    if config.checked {
+        let (_, arena_bytes) = pagemap::arena();
+        let bitmap = os::map(arena_bytes / 128);
+        if bitmap.is_null() {
+            os::write_stderr(b"rseqalloc: RSEQALLOC_CHECK=1, but no memory for the bitmap; not checking\n");
+        }
+        BITMAP.store(bitmap as usize, Ordering::Relaxed);
+    }
+}
+
+/// Bookkeeping for a small block the C API is about to hand out: clears
+/// the freed stamp, and in checked mode marks the block handed out.
+///
+/// # Safety
+/// `p` is a small object just taken from the allocator, at least 16 bytes.
+#[inline(always)]
+pub unsafe fn on_alloc(p: *mut u8) {
+    // SAFETY: the caller's guarantee: the object is ours and 16+ bytes long.
+    unsafe { stamp(p).write(0) };
+    if BITMAP.load(Ordering::Relaxed) != 0 {
+        flip(p, true);
+    }
+}
+
+/// Whether the C API may free `p`, a pointer into a `class` span: an object
+/// start that is handed out. If so, marks it free (the caller then frees it);
+/// if not, reports it, which returns false only with `RSEQALLOC_BAD_FREE=leak`.
+///
+/// # Safety
+/// `pagemap::class_of(p) == Some(class)`.
+#[inline(always)]
+pub unsafe fn take(op: &str, p: *mut u8, class: SizeClass) -> bool {
+    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {
+        return report(op, p, Bad::Interior);
+    }
+    if BITMAP.load(Ordering::Relaxed) != 0 {
+        return flip(p, false) || report(op, p, Bad::DoubleFree);
+    }
+    let mark = SECRET.load(Ordering::Relaxed) ^ p as u64;
+    // SAFETY: p is an object start in a live span (class_of says so, and the
+    // offset test passed), so its 16+ bytes are arena memory we may touch.
+    unsafe {
+        if stamp(p).read() == mark {
+            return report(op, p, Bad::DoubleFree);
+        }
+        stamp(p).write(mark);
+    }
+    true
+}
+
+/// Whether `p`, a pointer into a `class` span, is a handed-out block (for
+/// `realloc` and `malloc_usable_size`, which keep it). Reports nothing.
+///
+/// # Safety
+/// As for `take`.
+pub unsafe fn is_live(p: *const u8, class: SizeClass) -> Result<(), Bad> {
+    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {
+        return Err(Bad::Interior);
+    }
+    let live = if BITMAP.load(Ordering::Relaxed) != 0 {
+        let (word, bit) = bit_of(p);
+        word.load(Ordering::Relaxed) & bit != 0
+    } else {
+        // SAFETY: as in `take`.
+        unsafe { stamp(p as *mut u8).read() != SECRET.load(Ordering::Relaxed) ^ p as u64 }
+    };
+    if live {
+        Ok(())
+    } else {
+        Err(Bad::DoubleFree)
+    }
+}
+
+/// Reports a pointer that may not be freed: one line on stderr naming the
+/// call, the address and the reason, then abort; with
+/// `RSEQALLOC_BAD_FREE=leak`, counts it and returns false instead.
+#[cold]
+#[inline(never)]
+pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
+    let reason = match why {
+        Bad::Foreign => "not allocated by rseqalloc (or already freed)",
+        Bad::Interior => "interior pointer",
+        Bad::DoubleFree => "double free",
+        Bad::SizeMismatch => "size or alignment does not match the block",
+    };
+    let leak = LEAK.load(Ordering::Relaxed);
+    let tail = if leak { "; left alone (RSEQALLOC_BAD_FREE=leak)" } else { "" };
+    let mut line = crate::stats::Line::new();
+    let _ = core::fmt::write(&mut line, format_args!("rseqalloc: {op}(): invalid pointer {p:p}: {reason}{tail}\n"));
+    line.flush();
+    if !leak {
+        os::abort();
+    }
+    BAD_FREES.fetch_add(1, Ordering::Relaxed);
+    false
+}
+
+/// Invalid pointers left alone so far (`RSEQALLOC_BAD_FREE=leak`).
+pub fn bad_frees() -> u64 {
+    BAD_FREES.load(Ordering::Relaxed)
+}
+
+/// The word `free` stamps: the second, so that the first stays free for the
+/// central slab's free lists.
+fn stamp(p: *mut u8) -> *mut u64 {
+    p.wrapping_add(8).cast()
+}
+
+/// The bitmap word and bit of the object starting at `p`.
+fn bit_of(p: *const u8) -> (&'static AtomicU8, u8) {
+    let (base, _) = pagemap::arena();
+    let index = (p as usize - base) >> 4;
+    // SAFETY: p is in the arena, and the bitmap has a bit per 16 bytes of
+    // it; it is never unmapped.
+    let word = unsafe { &*((BITMAP.load(Ordering::Relaxed) + index / 8) as *const AtomicU8) };
+    (word, 1 << (index % 8))
+}
+
+/// Sets (`to_live`) or clears the bit of `p`; returns whether it changed.
+#[cold]
+fn flip(p: *const u8, to_live: bool) -> bool {
+    let (word, bit) = bit_of(p);
+    let old = if to_live { word.fetch_or(bit, Ordering::Relaxed) } else { word.fetch_and(!bit, Ordering::Relaxed) };
+    (old & bit != 0) != to_live
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# librseqalloc.so as an LD_PRELOAD malloc, in one mode:
+#   tests/preload.sh glibc|own|fallback|valgrind
+# - conformance: tests/c/conformance.c run against glibc and preloaded; the
+#   outputs must be identical (and the preloaded run in the expected mode);
+# - stress, fork, trim: tests/c/{stress,fork,trim}.c preloaded;
+# - bad input: tests/c/badfree.c, each mistake checked from the outside
+#   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
+# - real programs (not under valgrind): python3 with threads, sqlite3, git,
+#   perl, gcc and sort give the same output with and without the library.
+# Under valgrind, --soname-synonyms=somalloc=nouserintercepts stops memcheck
+# from replacing our malloc with its own (it intercepts the allocation
+# functions of every shared library by default), so our fallback runs and
+# memcheck checks it.
+# Prints one line per check and "preload (MODE): N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: tests/preload.sh glibc|own|fallback|valgrind}
+lib=$PWD/target/release/librseqalloc.so
+bin=$PWD/target/ctest
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+check() { # check NAME CONDITION-STATUS
+    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "  ok    $1"; else failed=$((failed + 1)); echo "  FAIL  $1"; fi
+}
+
+vg=()
+case $mode in
+    glibc) envs=(RSEQALLOC_MODE=auto); want=RseqGlibc ;;
+    own) envs=(GLIBC_TUNABLES=glibc.pthread.rseq=0); want=RseqOwn ;;
+    fallback) envs=(RSEQALLOC_MODE=fallback); want=Fallback ;;
+    valgrind) envs=(RSEQALLOC_MODE=auto); want=Fallback
+        vg=(valgrind -q --error-exitcode=99 --soname-synonyms=somalloc=nouserintercepts) ;;
+    *) echo "unknown mode $mode"; exit 2 ;;
+esac
+[ -f "$lib" ] || { echo "no $lib: run cargo build --release"; exit 1; }
+
+# pre COMMAND...: runs COMMAND with the library preloaded in this mode.
+pre() { env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$@"; }
+
+mkdir -p "$bin"
+for c in conformance stress fork badfree trim; do
+    if [ ! "$bin/$c" -nt "tests/c/$c.c" ]; then
+        cc -O2 -fno-builtin -pthread -Wall -Wno-alloc-size-larger-than -Wno-deprecated-declarations \
+            -Wno-free-nonheap-object -Wno-use-after-free -o "$bin/$c" "tests/c/$c.c" || check "build $c" 1
+    fi
+done
+
+# Conformance: glibc is the oracle.
+"$bin/conformance" >"$work/glibc.out" 2>/dev/null
+check "conformance under glibc alone" $?
+RSEQALLOC_STATS=1 pre "$bin/conformance" >"$work/ours.out" 2>"$work/ours.err"
+check "conformance preloaded" $?
+cmp -s "$work/glibc.out" "$work/ours.out"
+check "conformance output identical to glibc's ($(wc -l <"$work/ours.out") lines)" $?
+grep -q "^mode: *$want," "$work/ours.err"
+check "runs in mode $want (RSEQALLOC_STATS=1 printed at exit)" $?
+cat "$work/ours.out" | tail -n 1
+
+# Stress, fork, trim.
+if [ "$mode" = valgrind ]; then stress_args=(4 2 3000) forks=2; else stress_args=(8 3 30000) forks=100; fi
+pre "$bin/stress" "${stress_args[@]}"
+check "stress: 0 corrupted blocks" $?
+pre "$bin/fork" "$forks"
+check "fork under allocating threads" $?
+if [ "$mode" != valgrind ]; then # RSS means nothing under valgrind
+    pre "$bin/trim"
+    check "malloc_trim returns memory" $?
+fi
+
+# Bad input: one child per mistake.
+expect_abort() { # expect_abort KIND CALL REASON [ENV...]
+    local kind=$1 call=$2 reason=$3; shift 3
+    local status # (the group keeps bash's "Aborted" notice out of the log)
+    status=$({ env "$@" "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$bin/badfree" "$kind" \
+        >"$work/bad.out" 2>"$work/bad.err"; echo $?; } 2>/dev/null)
+    [ "$status" -eq 134 ] && grep -qE "^rseqalloc: $call\(\): invalid pointer 0x[0-9a-f]+: $reason" "$work/bad.err" &&
+        ! grep -q survived "$work/bad.out"
+    check "bad input $kind: '$reason', SIGABRT (status $status)" $?
+}
+expect_abort foreign free "not allocated by rseqalloc"
+expect_abort foreign-mapping free "not allocated by rseqalloc"
+expect_abort interior free "interior pointer"
+expect_abort interior-large free "not allocated by rseqalloc"
+expect_abort realloc-interior realloc "interior pointer"
+expect_abort double free "double free"
+expect_abort double-large free "not allocated by rseqalloc \(or already freed\)"
+expect_abort double-after-write free "double free" RSEQALLOC_CHECK=1
+RSEQALLOC_BAD_FREE=leak RSEQALLOC_STATS=1 pre "$bin/badfree" leak-all >"$work/bad.out" 2>"$work/bad.err"
+[ $? -eq 0 ] && grep -q survived "$work/bad.out" && grep -q "^bad frees: *7 " "$work/bad.err" &&
+    [ "$(grep -c 'left alone (RSEQALLOC_BAD_FREE=leak)' "$work/bad.err")" -eq 7 ]
+check "RSEQALLOC_BAD_FREE=leak: 7 mistakes reported, counted, survived" $?
+
+# Real programs: the same output with and without the library.
+same() { # same NAME COMMAND...: stdout with and without preload must match
+    local name=$1; shift
+    (cd "$work" && "$@") >"$work/plain.out" 2>&1
+    local s1=$?
+    (cd "$work" && RSEQALLOC_STATS=1 pre "$@") >"$work/pre.out" 2>"$work/pre.err"
+    local s2=$?
+    [ $s1 -eq 0 ] && [ $s2 -eq 0 ] && cmp -s "$work/plain.out" "$work/pre.out" && grep -q "^mode: *$want," "$work/pre.err"
+    check "$name: same output preloaded ($(wc -c <"$work/pre.out") bytes)" $?
+}
+if [ "$mode" != valgrind ]; then
+    command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3 >/dev/null)
+    cat >"$work/threads.py" <<'PY'
+import hashlib, json, threading, queue
+from concurrent.futures import ThreadPoolExecutor
+def job(i):
+    rows = [{"id": j, "name": "item%d" % (j * i), "tags": ["t%d" % (k % 7) for k in range(j % 13)]} for j in range(3000)]
+    text = json.dumps(rows, sort_keys=True)
+    back = json.loads(text)
+    words = sorted({w for r in back for w in r["tags"] + [r["name"]]})
+    return hashlib.sha256((text + "".join(words)).encode()).hexdigest()
+with ThreadPoolExecutor(max_workers=6) as pool:
+    digests = list(pool.map(job, range(48)))
+q, out = queue.Queue(), []
+def producer(n):
+    for i in range(20000): q.put(bytes(i % 251 for _ in range(i % 97)))
+    q.put(None)
+t = threading.Thread(target=producer, args=(1,)); t.start()
+while (item := q.get()) is not None: out.append(len(item))
+t.join()
+print(len(digests), hashlib.sha256("".join(digests).encode()).hexdigest(), sum(out))
+PY
+    same "python3 (PYTHONMALLOC=malloc, threads)" env PYTHONMALLOC=malloc python3 threads.py
+    same "sqlite3" sqlite3 :memory: "
+        create table t(id integer primary key, k text, v real);
+        with recursive n(i) as (select 1 union all select i + 1 from n where i < 200000)
+        insert into t select i, printf('key%d', i * 7919 % 10007), i * 0.5 from n;
+        create index tk on t(k);
+        select count(*), count(distinct k), sum(v) from t;
+        select k, count(*), max(v) from t group by k order by k limit 5;
+        select group_concat(id) from (select id from t where k = 'key42' order by id);"
+    same "perl" perl -e '
+        my %h; for my $i (1 .. 300000) { $h{"k" . ($i * 7919 % 100003)} .= chr(65 + $i % 26) }
+        my $s = join ",", map { "$_=" . length($h{$_}) } (sort keys %h)[0 .. 50];
+        my @w = ("lorem ipsum dolor sit amet " x 20000) =~ /(\w+)/g;
+        print scalar(keys %h), " ", scalar(@w), " $s\n";'
+    same "gcc compiling stress.c" sh -c "gcc -O2 -pthread -c -o stress.o '$PWD/tests/c/stress.c' && sha256sum <stress.o"
+    same "git" sh -c '
+        export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t \
+            GIT_AUTHOR_DATE="2020-01-01T00:00:00Z" GIT_COMMITTER_DATE="2020-01-01T00:00:00Z" HOME=. GIT_CONFIG_NOSYSTEM=1
+        rm -rf repo && git init -q -b main repo && cd repo &&
+        for i in $(seq 1 40); do seq $i 3 4000 > f$i.txt; done && git add . && git commit -q -m one &&
+        for i in $(seq 1 40 ); do seq 1 $i >> f$i.txt; done && git commit -q -am two &&
+        git log --stat --format="%H %s" | head -n 60 && git gc -q && git fsck --no-progress && git rev-parse HEAD'
+    seq 1 3000000 | awk '{ printf "%08x %d\n", ($1 * 2654435761) % 4294967296, $1 }' >"$work/big.txt"
+    same "sort (3 M lines, 2 threads)" sh -c 'LC_ALL=C sort --parallel=2 -S 64M big.txt | sha256sum'
+fi
+
+echo "preload ($mode): $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
