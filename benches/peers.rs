@@ -1,0 +1,270 @@
+//! Criterion micro-benchmarks of rseqalloc against the system allocator
+//! (glibc), mimalloc, jemalloc, snmalloc and Google's TCMalloc, through their
+//! `GlobalAlloc` impls, in one run:
+//! malloc+free pairs per size class, LIFO bursts, realloc growth,
+//! over-aligned layouts, zeroed allocation, and frees on another thread.
+//! Ends with a table of each benchmark's median and rseqalloc's ratio to the
+//! best peer.
+//!
+//! `cargo bench --features peers --bench peers`
+//!
+//! A thread has one rseq registration. TCMalloc runs its per-CPU caches only
+//! if it owns it, which needs `GLIBC_TUNABLES=glibc.pthread.rseq=0`; and once
+//! it owns it, no other library can use rseq on that thread (rseqalloc would
+//! fall back to its locked mode). So the command runs two child processes:
+//! one benchmarks TCMalloc with glibc's registration off (and checks
+//! `MallocExtension_Internal_GetPerCpuCachesActive`), the other everything
+//! else as a normal program runs (rseqalloc through glibc's registration).
+//! The parent then prints one table from both children's results.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion};
+
+static RSEQ: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
+static GLIBC: System = System;
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static SNMALLOC: snmalloc_rs::SnMalloc = snmalloc_rs::SnMalloc;
+static TCMALLOC: tcmalloc_better::TCMalloc = tcmalloc_better::TCMalloc;
+
+extern "C" {
+    fn MallocExtension_Internal_GetPerCpuCachesActive() -> bool;
+}
+
+type Alloc = &'static (dyn GlobalAlloc + Sync);
+
+const ALL: [(&str, Alloc); 6] = [
+    ("rseqalloc", &RSEQ),
+    ("glibc", &GLIBC),
+    ("mimalloc", &MIMALLOC),
+    ("jemalloc", &JEMALLOC),
+    ("snmalloc", &SNMALLOC),
+    ("tcmalloc", &TCMALLOC),
+];
+
+/// Which child process this is (`PEERS_BENCH_CHILD`): "tcmalloc" or "others".
+fn child() -> Option<String> {
+    std::env::var("PEERS_BENCH_CHILD").ok()
+}
+
+/// The allocators this child benchmarks.
+fn allocators() -> Vec<(&'static str, Alloc)> {
+    let tcmalloc_child = child().as_deref() == Some("tcmalloc");
+    ALL.into_iter().filter(|(name, _)| (*name == "tcmalloc") == tcmalloc_child).collect()
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+fn pairs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pair");
+    for shift in 4..=15 {
+        let l = layout(1 << shift, 8);
+        for (name, a) in allocators() {
+            g.bench_with_input(BenchmarkId::new(name, l.size()), &l, |b, &l| {
+                // SAFETY: non-zero size; freed with its layout.
+                b.iter(|| unsafe { a.dealloc(black_box(a.alloc(black_box(l))), l) })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bursts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lifo-burst");
+    let l = layout(64, 8);
+    for n in [1usize, 8, 64] {
+        for (name, a) in allocators() {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                let mut ptrs = [std::ptr::null_mut(); 64];
+                b.iter(|| {
+                    // SAFETY: non-zero size; each block freed once, in reverse.
+                    unsafe {
+                        for p in ptrs.iter_mut().take(n) {
+                            *p = a.alloc(l);
+                        }
+                        for p in ptrs[..n].iter().rev() {
+                            a.dealloc(black_box(*p), l);
+                        }
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn realloc_growth(c: &mut Criterion) {
+    let mut g = c.benchmark_group("realloc-growth-16B-to-1MiB");
+    for (name, a) in allocators() {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // SAFETY: every step reallocates the live block with its layout.
+                unsafe {
+                    let mut size = 16;
+                    let mut p = a.alloc(layout(size, 8));
+                    while size < 1 << 20 {
+                        let new = size * 2;
+                        p = a.realloc(p, layout(size, 8), new);
+                        *p.add(new - 1) = 1;
+                        size = new;
+                    }
+                    a.dealloc(p, layout(size, 8));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn over_aligned(c: &mut Criterion) {
+    let mut g = c.benchmark_group("over-aligned");
+    for (size, align) in [(64usize, 64usize), (100, 1024), (4096, 4096)] {
+        let l = layout(size, align);
+        for (name, a) in allocators() {
+            g.bench_with_input(BenchmarkId::new(name, format!("{size}B@{align}")), &l, |b, &l| {
+                // SAFETY: as in `pairs`.
+                b.iter(|| unsafe { a.dealloc(black_box(a.alloc(black_box(l))), l) })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn zeroed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc-zeroed");
+    for size in [4096usize, 1 << 20] {
+        let l = layout(size, 16);
+        for (name, a) in allocators() {
+            g.bench_with_input(BenchmarkId::new(name, size), &l, |b, &l| {
+                // SAFETY: as in `pairs`; the read keeps the zeroing honest.
+                b.iter(|| unsafe {
+                    let p = a.alloc_zeroed(black_box(l));
+                    black_box(*p.add(l.size() / 2));
+                    a.dealloc(p, l)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Blocks allocated here and freed by a worker thread, 64 at a time.
+fn cross_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cross-thread-free-64x64B");
+    let l = layout(64, 8);
+    for (name, a) in allocators() {
+        let (to_worker, from_main) = mpsc::sync_channel::<[usize; 64]>(4);
+        let (done, wait) = mpsc::sync_channel::<()>(4);
+        let worker = std::thread::spawn(move || {
+            for batch in from_main {
+                // SAFETY: allocated by `a` with this layout; freed once.
+                batch.iter().for_each(|&p| unsafe { a.dealloc(p as *mut u8, l) });
+                done.send(()).unwrap();
+            }
+        });
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batch = [0usize; 64];
+                // SAFETY: non-zero size.
+                batch.iter_mut().for_each(|p| *p = unsafe { a.alloc(l) } as usize);
+                to_worker.send(batch).unwrap();
+                wait.recv().unwrap();
+            })
+        });
+        drop(to_worker);
+        worker.join().unwrap();
+    }
+    g.finish();
+}
+
+/// Reads criterion's median estimates and prints, per benchmark, each
+/// allocator's median and rseqalloc's ratio to the best peer (< 1: faster).
+fn summary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let groups = ["pair", "lifo-burst", "realloc-growth-16B-to-1MiB", "over-aligned", "alloc-zeroed", "cross-thread-free-64x64B"];
+    let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+    println!("\n| benchmark | {} | rseqalloc / best peer |", names.join(" | "));
+    println!("|---|{}---|", "---|".repeat(names.len()));
+    for group in groups {
+        let dir = root.join(group);
+        let mut params: Vec<String> = match std::fs::read_dir(dir.join("rseqalloc")) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => continue,
+        };
+        params.retain(|p| p != "report" && p != "new" && p != "base" && p != "change");
+        params.sort_by_key(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().unwrap_or(0));
+        if params.is_empty() {
+            params.push(String::new()); // a group without parameters
+        }
+        for param in params {
+            let median = |name: &str| -> Option<f64> {
+                let file = dir.join(name).join(&param).join("new/estimates.json");
+                let text = std::fs::read_to_string(file).ok()?;
+                let at = text.find("\"median\"")?;
+                let pe = text[at..].find("\"point_estimate\":")? + at + 17;
+                text[pe..].split([',', '}']).next()?.parse().ok()
+            };
+            let times: Vec<Option<f64>> = names.iter().map(|n| median(n)).collect();
+            let best_peer = times[1..].iter().flatten().cloned().fold(f64::INFINITY, f64::min);
+            let cells: Vec<String> = times.iter().map(|t| t.map_or("-".into(), |t| format!("{t:.1} ns"))).collect();
+            let ratio = times[0].map_or("-".into(), |t| format!("{:.2}", t / best_peer));
+            println!("| {group}/{param} | {} | {ratio} |", cells.join(" | "));
+        }
+    }
+}
+
+fn main() {
+    let Some(which) = child() else {
+        // The parent: one child per rseq owner, then the table.
+        let exe = std::env::current_exe().unwrap();
+        for (which, tunables) in [("tcmalloc", Some("glibc.pthread.rseq=0")), ("others", None)] {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(std::env::args_os().skip(1)).env("PEERS_BENCH_CHILD", which);
+            if let Some(t) = tunables {
+                cmd.env("GLIBC_TUNABLES", t);
+            }
+            let status = cmd.status().unwrap();
+            if !status.success() {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        summary();
+        return;
+    };
+    if which == "tcmalloc" {
+        // SAFETY: non-zero size; freed at once. Brings TCMalloc up.
+        unsafe { TCMALLOC.dealloc(TCMALLOC.alloc(layout(64, 8)), layout(64, 8)) };
+        // SAFETY: a query without preconditions, exported by TCMalloc.
+        let per_cpu = unsafe { MallocExtension_Internal_GetPerCpuCachesActive() };
+        println!("TCMalloc per-CPU caches active: {per_cpu}");
+        assert!(per_cpu, "TCMalloc is not in per-CPU mode: the comparison would be unfair to it");
+    }
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(700))
+        .sample_size(20);
+    pairs(&mut c);
+    bursts(&mut c);
+    realloc_growth(&mut c);
+    over_aligned(&mut c);
+    zeroed(&mut c);
+    cross_thread(&mut c);
+    c.final_summary();
+    if which == "others" {
+        let s = rseqalloc::stats();
+        let ops = s.totals.alloc_hits + s.totals.alloc_misses;
+        println!(
+            "rseqalloc: mode {:?}, {ops} small allocations, {:.4}% on the slow path, {} restarts",
+            s.mode,
+            100.0 * s.totals.alloc_misses as f64 / ops.max(1) as f64,
+            s.restarts()
+        );
+    }
+}
