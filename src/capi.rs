@@ -160,9 +160,10 @@ unsafe fn resize(p: *mut u8, size: usize) -> *mut u8 {
         Some(class) if SizeClass::of(size) == Some(class) => return p,
         Some(_) => {}
         None if size > PTRDIFF_MAX => return fail(libc::ENOMEM),
-        // SAFETY: usable() found p to be a live large block (not bootstrap,
-        // which is outside the registry); large::realloc keeps it on failure.
+        // SAFETY: is_live: the registry vouches for p's header.
         None if size > MAX_SMALL && large::is_live(p) && unsafe { large::can_remap(p) } => {
+            // SAFETY: p is a live large block, given up on success; on
+            // failure large::realloc leaves it as it was.
             let q = unsafe { large::realloc(p, size) };
             return if q.is_null() { fail(libc::ENOMEM) } else { q };
         }

@@ -110,9 +110,9 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
     match SizeClass::for_layout(layout.size(), layout.align()) {
         // SAFETY: the caller's guarantee: ptr is an object of this class.
         Some(class) => unsafe { percpu::free(class, ptr) },
-        // SAFETY: the caller's guarantee: ptr is a large block (so `free`
-        // finds it; its answer carries no news).
         None => {
+            // SAFETY: the caller's guarantee: ptr is a large block (so `free`
+            // finds it; its answer carries no news).
             unsafe { large::free(ptr) };
         }
     }
