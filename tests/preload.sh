@@ -31,7 +31,7 @@ case $mode in
     own) envs=(GLIBC_TUNABLES=glibc.pthread.rseq=0); want=RseqOwn ;;
     fallback) envs=(RSEQALLOC_MODE=fallback); want=Fallback ;;
     valgrind) envs=(RSEQALLOC_MODE=auto); want=Fallback
-        vg=(valgrind -q --error-exitcode=99 --soname-synonyms=somalloc=nouserintercepts) ;;
+        vg=(valgrind -q --fair-sched=yes --error-exitcode=99 --soname-synonyms=somalloc=nouserintercepts) ;;
     *) echo "unknown mode $mode"; exit 2 ;;
 esac
 [ -f "$lib" ] || { echo "no $lib: run cargo build --release"; exit 1; }

@@ -44,8 +44,10 @@ run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rs
 run "preload, own registration" -- tests/preload.sh own
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
 run "preload, fallback" -- tests/preload.sh fallback
+# --fair-sched: valgrind runs one thread at a time, and its default lock lets
+# spinning workers starve the thread that would tell them to stop.
 run "valgrind (fallback)" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_TEST_QUICK=1 \
-    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --error-exitcode=99" -- \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --fair-sched=yes --error-exitcode=99" -- \
     cargo test --release --features test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
 
 run "preload, valgrind (fallback)" -- tests/preload.sh valgrind

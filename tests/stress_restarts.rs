@@ -89,7 +89,11 @@ fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: 
 fn main() {
     let ncpu = possible_cpus();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = 4 * cpus.max(2);
+    // RSEQALLOC_TEST_QUICK=1 (valgrind, which runs one thread at a time and
+    // delivers each signal slowly): fewer threads, a gentler timer, 1 s.
+    let quick = std::env::var_os("RSEQALLOC_TEST_QUICK").is_some();
+    let threads = if quick { 2 } else { 4 * cpus.max(2) };
+    let (tick_us, run_for) = if quick { (2000, Duration::from_secs(1)) } else { (20, Duration::from_secs(2)) };
     // SAFETY: this process never allocates through RseqAlloc; the slab is
     // installed before any worker exists.
     let slab = Arc::new(unsafe { Slab::install(ncpu, 1 << 20, Index::Real) });
@@ -107,7 +111,7 @@ fn main() {
         sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::timeval { tv_sec: 0, tv_usec: 20 };
+        let t = libc::timeval { tv_sec: 0, tv_usec: tick_us };
         let timer = libc::itimerval { it_interval: t, it_value: t };
         libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
     }
@@ -158,9 +162,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
         let r = test_hooks::restarts();
         let done = if rseq {
-            r.iter().all(|&n| n > 0) && start.elapsed() > Duration::from_secs(2)
+            r.iter().all(|&n| n > 0) && start.elapsed() > run_for
         } else {
-            start.elapsed() > Duration::from_secs(2)
+            start.elapsed() > run_for
         };
         if done || start.elapsed() > Duration::from_secs(MAX_SECONDS) {
             break;
