@@ -187,7 +187,14 @@ fn cross_thread(c: &mut Criterion) {
 /// allocator's median and rseqalloc's ratio to the best peer (< 1: faster).
 fn summary() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
-    let groups = ["pair", "lifo-burst", "realloc-growth-16B-to-1MiB", "over-aligned", "alloc-zeroed", "cross-thread-free-64x64B"];
+    let groups = [
+        "pair",
+        "lifo-burst",
+        "realloc-growth-16B-to-1MiB",
+        "over-aligned",
+        "alloc-zeroed",
+        "cross-thread-free-64x64B",
+    ];
     let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
     println!("\n| benchmark | {} | rseqalloc / best peer |", names.join(" | "));
     println!("|---|{}---|", "---|".repeat(names.len()));

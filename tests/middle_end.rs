@@ -64,7 +64,10 @@ fn producer_consumer() {
     let after = rseqalloc::stats();
     let batches = (after.batches_out - before.batches_out) + (after.batches_in - before.batches_in);
     let mapped = after.bytes_mapped.saturating_sub(before.bytes_mapped);
-    println!("producer_consumer: {OBJECTS} objects moved in {batches} middle-end batches, {} KiB more mapped", mapped / 1024);
+    println!(
+        "producer_consumer: {OBJECTS} objects moved in {batches} middle-end batches, {} KiB more mapped",
+        mapped / 1024
+    );
     assert!(batches <= OBJECTS / 8, "{batches} batches for {OBJECTS} objects: not batching");
     assert!(mapped <= 16 * MIB, "{mapped} bytes more mapped: memory piles up between producer and consumer");
 }

@@ -161,11 +161,7 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let r = test_hooks::restarts();
-        let done = if rseq {
-            r.iter().all(|&n| n > 0) && start.elapsed() > run_for
-        } else {
-            start.elapsed() > run_for
-        };
+        let done = if rseq { r.iter().all(|&n| n > 0) && start.elapsed() > run_for } else { start.elapsed() > run_for };
         if done || start.elapsed() > Duration::from_secs(MAX_SECONDS) {
             break;
         }
