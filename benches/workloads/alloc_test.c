@@ -69,15 +69,9 @@ int main(int argc, char **argv) {
   seed = a.seed;
   ops_per_thread = wl_scaled(a.scale, 5000000, 1000);
   int n = a.threads;
-  pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)n);
   targ_t *ta = (targ_t *)calloc((size_t)n, sizeof(targ_t));
-  double t0 = wl_now();
-  for (int i = 0; i < n; i++) {
-    ta[i].id = i;
-    wl_create(&th[i], worker, &ta[i]);
-  }
-  for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
-  double el = wl_now() - t0;
+  for (int i = 0; i < n; i++) ta[i].id = i;
+  double el = wl_run_all(n, worker, ta, sizeof *ta);
   uint64_t asum = 0, fsum = 0, nf = 0;
   for (int i = 0; i < n; i++) {
     asum += ta[i].allocsum;
@@ -86,7 +80,6 @@ int main(int argc, char **argv) {
   }
   wl_expect_eq("allocsum==freesum", asum, fsum);
   wl_result("alloc-test", &a, (uint64_t)n * ops_per_thread, "pairs", el, fsum, nf);
-  free(th);
   free(ta);
   return 0;
 }

@@ -32,15 +32,7 @@ static void *worker(void *vp) {
       exit(2);
     }
   free(ta->given);
-  unsigned char salt = (unsigned char)(seed + (uint64_t)ta->id);
-  for (int i = 0; i < ITER; i++) {
-    volatile unsigned char *p = (volatile unsigned char *)wl_malloc(OBJSZ);
-    for (int k = 0; k < OBJSZ; k++) p[k] = (unsigned char)k;
-    for (uint64_t r = 0; r < reps; r++)
-      for (int k = 0; k < OBJSZ; k++) p[k] = (unsigned char)(p[k] * 3 + r + k + salt);
-    for (int k = 0; k < OBJSZ; k++) ta->sum = ta->sum * 31 + p[k];
-    free((void *)p);
-  }
+  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum);
   return NULL;
 }
 
@@ -49,22 +41,17 @@ int main(int argc, char **argv) {
   seed = a.seed;
   reps = wl_scaled(a.scale, 80000, 10);
   int n = a.threads;
-  pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)n);
   targ_t *ta = (targ_t *)calloc((size_t)n, sizeof(targ_t));
   for (int i = 0; i < n; i++) {
     ta[i].id = i;
     ta[i].given = (unsigned char *)wl_malloc(OBJSZ);
     for (int k = 0; k < OBJSZ; k++) ta[i].given[k] = (unsigned char)(i * 7 + k);
   }
-  double t0 = wl_now();
-  for (int i = 0; i < n; i++) wl_create(&th[i], worker, &ta[i]);
-  for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
-  double el = wl_now() - t0;
+  double el = wl_run_all(n, worker, ta, sizeof *ta);
   uint64_t sum = 0;
   for (int i = 0; i < n; i++) sum = wl_mix(sum ^ ta[i].sum);
   wl_result("cache-scratch", &a, (uint64_t)n * ITER * reps * OBJSZ, "writes", el, sum,
             (uint64_t)n * ITER);
-  free(th);
   free(ta);
   return 0;
 }

@@ -80,15 +80,9 @@ int main(int argc, char **argv) {
     allocsum += tag;
   }
   pthread_barrier_init(&bar, NULL, (unsigned)nthreads);
-  pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)nthreads);
   targ_t *ta = (targ_t *)calloc((size_t)nthreads, sizeof(targ_t));
-  double t0 = wl_now();
-  for (int i = 0; i < nthreads; i++) {
-    ta[i].id = i;
-    wl_create(&th[i], worker, &ta[i]);
-  }
-  for (int i = 0; i < nthreads; i++) pthread_join(th[i], NULL);
-  double el = wl_now() - t0;
+  for (int i = 0; i < nthreads; i++) ta[i].id = i;
+  double el = wl_run_all(nthreads, worker, ta, sizeof *ta);
   for (int i = 0; i < nthreads; i++) {
     allocsum += ta[i].allocsum;
     freesum += ta[i].freesum;
@@ -103,7 +97,6 @@ int main(int argc, char **argv) {
   wl_result("larson", &a, rounds * repl * (uint64_t)nthreads, "replacements", el, freesum, nfree);
   pthread_barrier_destroy(&bar);
   free(ta);
-  free(th);
   free(slots);
   return 0;
 }

@@ -172,15 +172,9 @@ int main(int argc, char **argv) {
   loops = wl_scaled(a.scale, 1200, 4);
   boxes = (mailbox_t *)calloc((size_t)nthreads, sizeof(mailbox_t));
   for (int i = 0; i < nthreads; i++) pthread_mutex_init(&boxes[i].mu, NULL);
-  pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)nthreads);
   targ_t *ta = (targ_t *)calloc((size_t)nthreads, sizeof(targ_t));
-  double t0 = wl_now();
-  for (int i = 0; i < nthreads; i++) {
-    ta[i].id = i;
-    wl_create(&th[i], worker, &ta[i]);
-  }
-  for (int i = 0; i < nthreads; i++) pthread_join(th[i], NULL);
-  double el = wl_now() - t0;
+  for (int i = 0; i < nthreads; i++) ta[i].id = i;
+  double el = wl_run_all(nthreads, worker, ta, sizeof *ta);
   uint64_t asum = 0, fsum = 0, ops = 0, nf = 0;
   for (int i = 0; i < nthreads; i++) {
     asum += ta[i].allocsum;
@@ -192,7 +186,6 @@ int main(int argc, char **argv) {
   wl_result("rptest", &a, ops, "allocs", el, fsum, nf);
   for (int i = 0; i < nthreads; i++) pthread_mutex_destroy(&boxes[i].mu);
   free(boxes);
-  free(th);
   free(ta);
   return 0;
 }

@@ -186,4 +186,29 @@ static inline void wl_create(pthread_t *t, void *(*fn)(void *), void *arg) {
   }
 }
 
+/* The cache-scratch/-thrash loop: `iter` times, malloc an `objsz`-byte
+ * object, write every byte `reps` times, fold it into *sum, free it. */
+static WL_UNUSED void wl_write_objects(int iter, int objsz, uint64_t reps, unsigned char salt, uint64_t *sum) {
+  for (int i = 0; i < iter; i++) {
+    volatile unsigned char *p = (volatile unsigned char *)wl_malloc((size_t)objsz);
+    for (int k = 0; k < objsz; k++) p[k] = (unsigned char)k;
+    for (uint64_t r = 0; r < reps; r++)
+      for (int k = 0; k < objsz; k++) p[k] = (unsigned char)(p[k] * 3 + r + k + salt);
+    for (int k = 0; k < objsz; k++) *sum = *sum * 31 + p[k];
+    free((void *)p);
+  }
+}
+
+/* Runs fn on n threads, thread i getting (char *)args + i * stride, and
+ * returns the wall time from the first start to the last join. */
+static WL_UNUSED double wl_run_all(int n, void *(*fn)(void *), void *args, size_t stride) {
+  pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)n);
+  double t0 = wl_now();
+  for (int i = 0; i < n; i++) wl_create(&th[i], fn, (char *)args + (size_t)i * stride);
+  for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+  double el = wl_now() - t0;
+  free(th);
+  return el;
+}
+
 #endif
