@@ -333,11 +333,11 @@ unsafe fn free_checked(op: &str, p: *mut u8, align: usize, size: usize) {
     }
 }
 
-/// glibc `malloc_trim`: returns free memory to the OS ([`crate::trim`]) and
+/// glibc `malloc_trim`: returns free memory to the OS ([`crate::release`]) and
 /// 1 if there was any. `pad` is ignored: there is no heap top to keep.
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
-    (crate::trim() > 0) as c_int
+    (crate::release() > 0) as c_int
 }
 
 /// glibc `malloc_stats`: our stats on stderr.

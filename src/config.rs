@@ -37,6 +37,15 @@ pub struct Config {
     /// detection in the C API).
     #[cfg_attr(not(feature = "capi"), allow(dead_code))] // read by the C API only
     pub checked: bool,
+    /// `RSEQALLOC_DECAY_MS`: how long free memory stays before it goes back
+    /// to the OS (0: only on `release()` / `malloc_trim`).
+    pub decay_ms: usize,
+    /// `RSEQALLOC_BACKGROUND`: whether a background thread may do the
+    /// decay, idle drains and capacity moves (else slow paths do the decay).
+    pub background: bool,
+    /// `RSEQALLOC_MEMBARRIER`: fence remote cache operations with
+    /// membarrier-RSEQ (else by migrating onto the CPU).
+    pub membarrier: bool,
 }
 
 /// What `free` and `realloc` do with an invalid pointer.
@@ -51,6 +60,10 @@ pub enum BadFree {
 /// Default per-CPU cache budget. TCMalloc uses 1.5 MiB (`kMaxCpuCacheSize`);
 /// we start lower because a cache that misses grows within it anyway.
 pub const DEFAULT_CPU_CACHE_BYTES: usize = 1 << 20;
+
+/// Default decay: jemalloc's dirty_decay_ms is 10 s, mimalloc's purge delay
+/// 10 ms; 1 s returns a burst within seconds and costs little on a busy heap.
+pub const DEFAULT_DECAY_MS: usize = 1000;
 
 /// One documented variable: name, default, meaning.
 pub struct Variable {
@@ -95,6 +108,21 @@ pub const VARIABLES: &[Variable] = &[
         default: "0",
         doc: "1: track every small block's state, so every double free is caught (C API; slower)",
     },
+    Variable {
+        name: c"RSEQALLOC_DECAY_MS",
+        default: "1000",
+        doc: "free memory goes back to the OS (MADV_DONTNEED) after 1-2x this long idle; 0: only on release/trim",
+    },
+    Variable {
+        name: c"RSEQALLOC_BACKGROUND",
+        default: "1",
+        doc: "1: a thread, started once 64 MiB are mapped, releases memory and drains idle caches; 0: slow paths do",
+    },
+    Variable {
+        name: c"RSEQALLOC_MEMBARRIER",
+        default: "1",
+        doc: "1: fence remote cache operations with membarrier-RSEQ; 0: by migrating onto the CPU",
+    },
 ];
 
 impl Config {
@@ -126,6 +154,9 @@ impl Config {
             stats_at_exit: flag(c"RSEQALLOC_STATS", false),
             bad_free,
             checked: flag(c"RSEQALLOC_CHECK", false),
+            decay_ms: number(c"RSEQALLOC_DECAY_MS", DEFAULT_DECAY_MS, 0, 3_600_000),
+            background: flag(c"RSEQALLOC_BACKGROUND", true),
+            membarrier: flag(c"RSEQALLOC_MEMBARRIER", true),
         }
     }
 }

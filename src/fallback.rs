@@ -13,7 +13,7 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
     if let Some(region) = os::current_cpu().and_then(percpu::region) {
         let meta = region.meta();
         if let Some(_guard) = meta.lock.try_lock() {
-            region.init_locked();
+            region.init_locked(|| region.fence());
             if let Some(p) = region.pop_locked(class) {
                 bump(&meta.alloc_hits);
                 return p;
@@ -50,7 +50,7 @@ pub unsafe fn free(class: SizeClass, p: *mut u8) {
     if let Some(region) = os::current_cpu().and_then(percpu::region) {
         let meta = region.meta();
         if let Some(_guard) = meta.lock.try_lock() {
-            region.init_locked();
+            region.init_locked(|| region.fence());
             if region.push_locked(class, p) {
                 bump(&meta.free_hits);
                 return;

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Config, VARIABLES};
 use crate::rseq::cs;
-use crate::{central, os, pagemap, percpu, registry, rseq, stats, transfer};
+use crate::{background, central, fence, os, pagemap, percpu, registry, rseq, stats, transfer};
 
 const UNINIT: u8 = 0;
 const RUNNING: u8 = 1;
@@ -82,6 +82,8 @@ fn bring_up() -> bool {
     };
     let (mode, area_off) = rseq::choose_mode(&config);
     let index = rseq::choose_index(&config, mode);
+    fence::init(mode, config.membarrier);
+    background::init(&config);
     #[cfg(feature = "capi")]
     crate::check::init(&config);
     STATS_AT_EXIT.store(config.stats_at_exit, Ordering::Relaxed);
@@ -121,7 +123,7 @@ extern "C" fn at_load() {
     // SAFETY: the handlers are `extern "C"` functions that live as long as
     // the process (the library is never unloaded: -z nodelete).
     unsafe {
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release));
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child));
         if STATS_AT_EXIT.load(Ordering::Relaxed) {
             libc::atexit(print_stats);
         }
@@ -153,6 +155,13 @@ extern "C" fn fork_release() {
         transfer::unlock_all();
         percpu::unlock_all();
     }
+}
+
+/// After `fork`, in the child: as `fork_release`; the background thread
+/// was not copied, so it will start again when the heap is big enough.
+extern "C" fn fork_child() {
+    fork_release();
+    background::forget_thread();
 }
 
 extern "C" fn print_stats() {

@@ -23,7 +23,9 @@
 //!  capi        the C API (feature `capi`, preload/): malloc & co. with glibc's semantics
 //!  check       bad pointers for the C API: interior, double free, checked mode
 //!  global      GlobalAlloc: layout → size class → fast path; large blocks
-//!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths
+//!  background  the lazy thread: decay release, idle drains, capacity moves
+//!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths,
+//!              remote shrink and drain (fence: membarrier-RSEQ or migration)
 //!  fallback    the same regions without rseq: sched_getcpu + try-lock
 //!  transfer    the middle end: batches between CPUs, one lock per batch
 //!  central     spans carved into objects, per size class
@@ -63,6 +65,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+mod background;
 #[cfg(feature = "capi")]
 mod capi;
 mod central;
@@ -70,6 +73,7 @@ mod central;
 mod check;
 mod config;
 mod fallback;
+mod fence;
 mod global;
 mod init;
 mod large;
@@ -104,21 +108,22 @@ pub fn stats() -> Stats {
     stats::snapshot()
 }
 
-/// Returns free memory to the OS and says how many bytes of arena pages
-/// went back (`malloc_trim` in the C API). The calling thread's CPU cache
-/// (every cache in fallback mode) and the transfer caches go back to their
-/// spans, spans left empty go to the page heap, and every free granule's
-/// pages are given back with `madvise(MADV_DONTNEED)`. Other CPUs' caches
-/// keep their objects: under rseq only a thread running there may touch them.
+/// Returns all free memory to the OS at once and says how many bytes of
+/// arena pages went back (`malloc_trim` in the C API). Every CPU's cache is
+/// drained, even while its CPU allocates (a fenced remote operation), the
+/// transfer caches go back to their spans, spans left empty go to the page
+/// heap, and every free granule's pages go back with
+/// `madvise(MADV_DONTNEED)`. Without this call the same happens on its own
+/// within a few seconds of the memory going idle (`RSEQALLOC_DECAY_MS`).
 ///
 /// ```
 /// let blocks: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 4000]).collect();
 /// drop(blocks);
-/// let released = rseqalloc::trim();
+/// let released = rseqalloc::release();
 /// println!("{released} bytes back to the OS");
 /// ```
-pub fn trim() -> usize {
-    percpu::flush_current();
+pub fn release() -> usize {
+    percpu::drain_all();
     transfer::drain();
     pagemap::release_free()
 }

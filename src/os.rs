@@ -215,6 +215,94 @@ pub unsafe fn release(p: *mut u8, len: usize) -> bool {
     ok
 }
 
+/// Nanoseconds on the monotonic clock (served by the vDSO: no system call).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a local the call fills; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps for `ns` nanoseconds (the background thread's tick).
+pub fn sleep_ns(ns: u64) {
+    let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 };
+    // SAFETY: `ts` is a valid duration; a signal cutting the sleep short is harmless.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
+}
+
+/// `membarrier(cmd, flags, cpu)`. Keeps errno; returns the errno value on
+/// failure (ENXIO names a CPU that is offline or does not exist).
+pub fn membarrier(cmd: i32, flags: u32, cpu: i32) -> Result<(), i32> {
+    let saved = errno();
+    // SAFETY: membarrier reads no user memory.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, flags, cpu) };
+    let result = if r >= 0 { Ok(()) } else { Err(errno()) };
+    set_errno(saved);
+    result
+}
+
+/// The calling thread's CPU affinity mask.
+pub fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        let saved = errno();
+        let ok = libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0;
+        set_errno(saved);
+        ok.then_some(set)
+    }
+}
+
+/// Moves the calling thread onto the CPUs of `set`; the kernel migrates it
+/// before returning. False (errno kept) when no CPU of `set` is allowed.
+pub fn set_affinity(set: &libc::cpu_set_t) -> bool {
+    let saved = errno();
+    // SAFETY: `set` is a valid mask of the size passed.
+    let ok = unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), set) == 0 };
+    set_errno(saved);
+    ok
+}
+
+/// A mask holding only `cpu` (None past CPU_SETSIZE).
+pub fn single_cpu_set(cpu: usize) -> Option<libc::cpu_set_t> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return None;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes one bit inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        Some(set)
+    }
+}
+
+/// Starts a detached thread running `body` with every signal blocked (so the
+/// program's handlers never run on it) and names it `name`. glibc maps the
+/// stack itself and may allocate the thread's TLS through us, so the caller
+/// holds no allocator lock. Returns whether the thread started.
+pub fn spawn_detached(name: &core::ffi::CStr, body: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> bool {
+    with_signals_blocked(|| {
+        let saved = errno();
+        // SAFETY: attr and thread are locals initialised by the calls; the
+        // new thread inherits the all-blocked mask set around this call.
+        let ok = unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            let mut thread: libc::pthread_t = 0;
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+            let ok = libc::pthread_create(&mut thread, &attr, body, ptr::null_mut()) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            if ok {
+                libc::pthread_setname_np(thread, name.as_ptr());
+            }
+            ok
+        };
+        set_errno(saved);
+        ok
+    })
+}
+
 /// 64 random bits from the kernel's `AT_RANDOM` bytes (16 bytes it puts on
 /// every new process's stack), read without a system call or allocation.
 #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's

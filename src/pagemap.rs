@@ -10,10 +10,15 @@
 //!  spans[g]      Span metadata, valid at a span's first granule
 //!  chunk_free[c] bit i set: granule c*32+i is free (committed chunks only)
 //!  released[c]   bit i set: that free granule's pages went back to the OS
+//!  aged[c]       bit i set: free and unreleased at chunk c's last decay visit
 //! ```
 //!
 //! `release_free` gives free granules' pages back (`madvise`); a granule
 //! stays committed, so handing it out again only costs the page faults.
+//! `release_aged` is the time-based decay: visited at least a decay period
+//! apart, a chunk gives back the granules that stayed free since its last
+//! visit. While their pages go back, the granules are taken out of the heap,
+//! so the lock is not held across `madvise`.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -57,12 +62,20 @@ static CLASS_MAP: AtomicUsize = AtomicUsize::new(0);
 static SPANS: AtomicUsize = AtomicUsize::new(0);
 static MAPPED: AtomicU64 = AtomicU64::new(0);
 static RELEASED: AtomicU64 = AtomicU64::new(0);
+/// Bytes of free granules whose pages were not given back.
+static FREE_UNRELEASED: AtomicU64 = AtomicU64::new(0);
+/// `madvise` calls made.
+static PURGES: AtomicU64 = AtomicU64::new(0);
 
 struct PageHeap {
     /// `chunk_free` array (one u32 per chunk of the arena).
     chunk_free: *mut u32,
     /// `released` array (one u32 per chunk): subset of the free bits.
     released: *mut u32,
+    /// `aged` array (one u32 per chunk): see the module doc.
+    aged: *mut u32,
+    /// The chunk the next `release_aged` visit starts at.
+    cursor: usize,
     /// Chunks made read-write so far, from the arena base up.
     committed: usize,
     /// No chunk below this has a free granule.
@@ -75,6 +88,8 @@ unsafe impl Send for PageHeap {}
 static HEAP: SpinLock<PageHeap> = SpinLock::new(PageHeap {
     chunk_free: core::ptr::null_mut(),
     released: core::ptr::null_mut(),
+    aged: core::ptr::null_mut(),
+    cursor: 0,
     committed: 0,
     lowest_free: 0,
 });
@@ -88,7 +103,7 @@ pub fn init() -> bool {
         }
         let granules = size / GRANULE;
         let chunks = granules / CHUNK_GRANULES;
-        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 8;
+        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 12;
         let meta = os::map(meta_len);
         if meta.is_null() {
             // SAFETY: the reservation was just made and is unused.
@@ -100,6 +115,7 @@ pub fn init() -> bool {
         let mut heap = HEAP.lock();
         heap.chunk_free = chunk_free as *mut u32;
         heap.released = (chunk_free + chunks * 4) as *mut u32;
+        heap.aged = (chunk_free + chunks * 8) as *mut u32;
         drop(heap);
         CLASS_MAP.store(meta as usize, Ordering::Relaxed);
         SPANS.store(spans, Ordering::Relaxed);
@@ -193,6 +209,7 @@ pub unsafe fn free_span(g: usize, class: SizeClass) {
     // SAFETY: chunk < committed because g came from alloc_span.
     unsafe { *heap.chunk_free.add(chunk) |= bits << (g % CHUNK_GRANULES) };
     heap.lowest_free = heap.lowest_free.min(chunk);
+    FREE_UNRELEASED.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
 }
 
 fn set_class(g: usize, n: usize, byte: u8) {
@@ -203,32 +220,74 @@ fn set_class(g: usize, n: usize, byte: u8) {
 }
 
 /// Gives the pages of every free granule back to the OS (those not given
-/// back already) and returns how many bytes that was. The primitive under
-/// `malloc_trim`; the heap lock is held across the `madvise` calls, one per
-/// run of free granules in a chunk.
+/// back already) and returns how many bytes that was: the primitive under
+/// `release()` and `malloc_trim`.
 pub fn release_free() -> usize {
-    let heap = HEAP.lock();
-    let mut total = 0;
-    for c in 0..heap.committed {
-        // SAFETY: c < committed ≤ number of chunks, the arrays' length.
-        let (free, released) = unsafe { (*heap.chunk_free.add(c), &mut *heap.released.add(c)) };
-        let mut todo = free & !*released;
-        while todo != 0 {
-            let start = todo.trailing_zeros();
-            let run = (todo >> start).trailing_ones();
-            let bits = ((1u64 << run) - 1) as u32;
-            let bytes = run as usize * GRANULE;
-            // SAFETY: the granules are free (no span, no object) and inside
-            // a committed chunk of our reservation.
-            if unsafe { os::release(granule_base(c * CHUNK_GRANULES + start as usize), bytes) } {
-                *released |= bits << start;
-                total += bytes;
-            }
-            todo &= !(bits << start);
+    let chunks = HEAP.lock().committed;
+    (0..chunks).map(|c| release_in_chunk(c, |free, released, _aged| free & !released)).sum()
+}
+
+/// One step of the time-based decay: visits up to `max_chunks` chunks (round
+/// robin), gives back the granules that stayed free since the chunk's last
+/// visit, and remembers which are free now. Call it at most once per decay
+/// period. Returns the bytes given back.
+pub fn release_aged(max_chunks: usize) -> usize {
+    let (first, visit, committed) = {
+        let mut heap = HEAP.lock();
+        let committed = heap.committed.max(1);
+        let first = heap.cursor % committed;
+        let visit = max_chunks.min(heap.committed);
+        heap.cursor = first + visit;
+        (first, visit, committed)
+    };
+    (first..first + visit)
+        .map(|c| release_in_chunk(c % committed, |free, released, aged| free & !released & aged))
+        .sum()
+}
+
+/// Gives back the granules of chunk `c` that `pick(free, released, aged)`
+/// selects (a subset of the free, unreleased ones), then marks every free
+/// unreleased granule of the chunk as aged. The granules are taken out of
+/// the heap while their pages go back, so no lock is held across `madvise`.
+fn release_in_chunk(c: usize, pick: impl Fn(u32, u32, u32) -> u32) -> usize {
+    let taken = {
+        let heap = HEAP.lock();
+        if c >= heap.committed {
+            return 0;
         }
+        // SAFETY: c < committed ≤ number of chunks, the arrays' length.
+        let (free, released, aged) =
+            unsafe { (&mut *heap.chunk_free.add(c), *heap.released.add(c), &mut *heap.aged.add(c)) };
+        let taken = pick(*free, released, *aged) & *free & !released;
+        *free &= !taken;
+        *aged = *free & !released;
+        taken
+    };
+    let mut given_back = 0;
+    let mut todo = taken;
+    while todo != 0 {
+        let start = todo.trailing_zeros();
+        let run = (todo >> start).trailing_ones();
+        let bits = ((1u64 << run) - 1) as u32;
+        // SAFETY: the granules are free (no span, no object) and taken out of
+        // the heap, inside a committed chunk of our reservation.
+        if unsafe { os::release(granule_base(c * CHUNK_GRANULES + start as usize), run as usize * GRANULE) } {
+            given_back |= bits << start;
+        }
+        PURGES.fetch_add(1, Ordering::Relaxed);
+        todo &= !(bits << start);
     }
-    RELEASED.fetch_add(total as u64, Ordering::Relaxed);
-    total
+    let mut heap = HEAP.lock();
+    // SAFETY: as above.
+    unsafe {
+        *heap.chunk_free.add(c) |= taken;
+        *heap.released.add(c) |= given_back;
+    }
+    heap.lowest_free = heap.lowest_free.min(c);
+    let bytes = given_back.count_ones() as usize * GRANULE;
+    RELEASED.fetch_add(bytes as u64, Ordering::Relaxed);
+    FREE_UNRELEASED.fetch_sub(bytes as u64, Ordering::Relaxed);
+    bytes
 }
 
 /// Bytes of free granules whose pages are back with the OS.
@@ -255,6 +314,16 @@ pub fn mapped_bytes() -> u64 {
     MAPPED.load(Ordering::Relaxed)
 }
 
+/// Bytes of free granules still backed by pages (waiting for the decay).
+pub fn free_unreleased_bytes() -> u64 {
+    FREE_UNRELEASED.load(Ordering::Relaxed)
+}
+
+/// `madvise` calls made to give pages back.
+pub fn purge_count() -> u64 {
+    PURGES.load(Ordering::Relaxed)
+}
+
 impl PageHeap {
     /// Finds and takes `n` (1 or 4) free granules aligned to `n`.
     fn find(&mut self, n: usize) -> Option<usize> {
@@ -273,9 +342,12 @@ impl PageHeap {
                 let bits = (((1u64 << n) - 1) as u32) << i;
                 *word &= !bits;
                 // SAFETY: as above.
-                let released = unsafe { &mut *self.released.add(c) };
-                RELEASED.fetch_sub(((*released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
+                let (released, aged) = unsafe { (&mut *self.released.add(c), &mut *self.aged.add(c)) };
+                let released_bytes = ((*released & bits).count_ones() as usize * GRANULE) as u64;
+                RELEASED.fetch_sub(released_bytes, Ordering::Relaxed);
+                FREE_UNRELEASED.fetch_sub((n * GRANULE) as u64 - released_bytes, Ordering::Relaxed);
                 *released &= !bits;
+                *aged &= !bits;
                 return Some(c * CHUNK_GRANULES + i);
             }
             if *word == 0 && c == self.lowest_free {
@@ -300,6 +372,7 @@ impl PageHeap {
         unsafe { *self.chunk_free.add(self.committed) = u32::MAX };
         self.committed += 1;
         MAPPED.fetch_add(CHUNK as u64, Ordering::Relaxed);
+        FREE_UNRELEASED.fetch_add(CHUNK as u64, Ordering::Relaxed);
         Some(())
     }
 }

@@ -32,7 +32,7 @@ use crate::rseq::abi::header as h;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
 use crate::sync::SpinLock;
-use crate::{fallback, init, os, rseq, transfer};
+use crate::{background, fallback, fence, init, os, rseq, transfer};
 
 /// log2 of a region's size.
 pub const REGION_SHIFT: u32 = 17;
@@ -60,6 +60,9 @@ pub struct RegionMeta {
     pub free_misses: AtomicU64,
     /// Σ over classes of (end - begin) × size: the budget in use.
     pub capacity_bytes: AtomicU64,
+    /// A class missed and could not grow because the budget was spent; the
+    /// background thread then moves capacity from classes that do not miss.
+    pub starved: AtomicBool,
 }
 
 /// One size class's stack in a region.
@@ -68,7 +71,8 @@ pub struct RegionMeta {
 pub struct ClassHeader {
     /// Slot index one past the top object.
     pub current: u16,
-    /// Reserved for slow-path bookkeeping; sections never touch it.
+    /// Misses since the background thread last looked (saturating), kept
+    /// by the slow paths; sections never touch it.
     pub aux: u16,
     /// Slot index one past the last usable slot.
     pub end: u16,
@@ -110,6 +114,7 @@ const _: () = {
 static SLABS: AtomicUsize = AtomicUsize::new(0);
 static NCPU: AtomicUsize = AtomicUsize::new(0);
 static BUDGET: AtomicUsize = AtomicUsize::new(0);
+static DRAINS: AtomicU64 = AtomicU64::new(0);
 
 /// Maps the regions for `ncpu` caches; they stay mapped for the life of the
 /// process (the kernel may be running a section on any of them).
@@ -191,6 +196,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     if !init::ensure() {
         return core::ptr::null_mut();
     }
+    background::maybe_start();
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     match rseq::mode() {
         rseq::Mode::Fallback => return fallback::alloc(class),
@@ -252,42 +258,51 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
     unsafe { transfer::give(class, &[p]) }
 }
 
-/// Moves the objects cached in this thread's current CPU cache (in fallback
-/// mode, where every region is reachable under its lock: in every cache) to
-/// the middle end, for `malloc_trim`. Other CPUs' caches under rseq are left
-/// alone: only a thread on that CPU may touch them.
-pub fn flush_current() {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
-    if rseq::mode() == rseq::Mode::Fallback {
-        for region in (0..ncpu()).filter_map(region) {
-            let _guard = region.meta().lock.lock();
-            for class in SizeClass::all() {
-                loop {
-                    let n = buf.iter_mut().map_while(|slot| region.pop_locked(class).map(|p| *slot = p)).count();
-                    if n == 0 {
-                        break;
-                    }
-                    // SAFETY: popped objects are free objects of class, ours now.
-                    unsafe { transfer::give(class, &buf[..n]) };
-                }
-            }
-        }
-        return;
+/// Shrinks cache `idx` while its CPU may be allocating, as
+/// `Region::resize_locked` plans it: objects above the new capacities go to
+/// the middle end. Returns the bytes of budget given up.
+pub fn shrink(idx: usize, plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>) -> usize {
+    let Some(region) = region(idx) else { return 0 };
+    let meta = region.meta();
+    if !meta.initialized.load(Ordering::Acquire) {
+        return 0;
     }
-    if rseq::current_index().is_none() {
-        return;
+    let _guard = meta.lock.lock();
+    region.resize_locked(
+        plan,
+        || region.fence(),
+        |class, objects| {
+            // SAFETY: resize_locked spills objects it took out of the cache:
+            // free objects of `class` that nobody else holds.
+            unsafe { transfer::give(class, objects) }
+        },
+    )
+}
+
+/// Empties cache `idx` (`shrink` to nothing) and gives its slot pages to
+/// the OS: the idle drain and `release()`. Returns whether it held capacity.
+pub fn drain(idx: usize) -> bool {
+    if shrink(idx, |_, _| Some(0)) == 0 {
+        return false;
     }
-    for class in SizeClass::all() {
-        loop {
-            // SAFETY: class < NUM_CLASSES; buf has room for MAX_BATCH.
-            let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), MAX_BATCH) };
-            if n == 0 {
-                break;
-            }
-            // SAFETY: as above.
-            unsafe { transfer::give(class, &buf[..n]) };
-        }
+    if let Some(region) = region(idx) {
+        let _guard = region.meta().lock.lock();
+        region.release_slots_locked();
     }
+    DRAINS.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Empties every cache (`drain`).
+pub fn drain_all() {
+    (0..ncpu()).for_each(|idx| {
+        drain(idx);
+    });
+}
+
+/// Caches emptied by `drain` so far.
+pub fn drain_count() -> u64 {
+    DRAINS.load(Ordering::Relaxed)
 }
 
 /// Takes every region's lock (fork prepare). Touches each region's first
@@ -312,6 +327,11 @@ pub struct Region {
 }
 
 impl Region {
+    /// Fences this region's cache (`fence::fence`).
+    pub fn fence(&self) {
+        fence::fence((self.base - SLABS.load(Ordering::Relaxed)) >> REGION_SHIFT)
+    }
+
     /// The region's meta block.
     pub fn meta(&self) -> &'static RegionMeta {
         // SAFETY: the region lies in the slabs mapping, which is never
@@ -348,19 +368,57 @@ impl Region {
     fn prepare(&self, class: SizeClass, alloc_miss: bool) {
         let meta = self.meta();
         let _guard = meta.lock.lock();
-        self.init_locked();
+        self.init_locked(|| self.fence());
         let counter = if alloc_miss { &meta.alloc_misses } else { &meta.free_misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.grow_locked(class, class.batch());
+        self.miss_locked(class);
     }
 
-    /// Lays out every class's empty stack with no capacity, once.
-    /// The caller holds the region lock.
-    pub fn init_locked(&self) {
+    /// A miss on `class`: counts it in the header's `aux` and grows the
+    /// class by a batch if the budget allows. Returns the slots added. The
+    /// caller holds the region lock.
+    pub fn miss_locked(&self, class: SizeClass) -> usize {
+        self.update_locked(class, |h| Some(ClassHeader { aux: h.aux.saturating_add(1), ..h }));
+        self.grow_locked(class, class.batch())
+    }
+
+    /// Replaces `class`'s header by `change(header)` with a CAS that fails
+    /// (and retries) whenever a section committed meanwhile. Returns the
+    /// header before the change, or None if `change` declined. The caller
+    /// holds the region lock, so only sections race with it.
+    fn update_locked(
+        &self,
+        class: SizeClass,
+        change: impl Fn(ClassHeader) -> Option<ClassHeader>,
+    ) -> Option<ClassHeader> {
+        let word = self.header_word(class);
+        let mut old = word.load(Ordering::Acquire);
+        loop {
+            let new = change(decode(old))?;
+            match word.compare_exchange(old, encode(new), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(decode(old)),
+                Err(seen) => old = seen,
+            }
+        }
+    }
+
+    /// Lays out every class's empty stack with no capacity, once. The
+    /// caller holds the region lock; `fence` is this region's fence.
+    ///
+    /// Sections read `current` and then `end` (or `begin`) with two loads, so
+    /// a push that read the zero header's `current` must not go on to read a
+    /// laid-out `end` (it would write slot 0, the meta block). Hence two
+    /// steps: `current = begin` on a stopped stack, a fence, then the stack.
+    pub fn init_locked(&self, fence: impl FnOnce()) {
         let meta = self.meta();
         if meta.initialized.load(Ordering::Relaxed) {
             return;
         }
+        for class in SizeClass::all() {
+            let b = BEGIN[class.index()];
+            self.header_word(class).store(encode(stopped(b)), Ordering::Release);
+        }
+        fence();
         for class in SizeClass::all() {
             let b = BEGIN[class.index()];
             let header = ClassHeader { current: b, aux: 0, end: b, begin: b };
@@ -374,31 +432,122 @@ impl Region {
     /// holds the region lock.
     pub fn grow_locked(&self, class: SizeClass, want: usize) -> usize {
         let meta = self.meta();
+        let header = self.header(class);
+        if header.begin != BEGIN[class.index()] {
+            return 0; // not laid out: sections must keep missing
+        }
         let budget = BUDGET.load(Ordering::Relaxed) as u64;
         let used = meta.capacity_bytes.load(Ordering::Relaxed);
         let affordable = (budget.saturating_sub(used) / class.size() as u64) as usize;
-        let word = self.header_word(class);
-        let mut old = word.load(Ordering::Acquire);
-        loop {
-            let header = decode(old);
-            if header.begin != BEGIN[class.index()] {
-                return 0; // not laid out (or taken by a remote operation)
-            }
-            let room = class.max_capacity() - (header.end - header.begin) as usize;
-            let step = want.min(room).min(affordable);
-            if step == 0 {
-                return 0;
-            }
-            let new = ClassHeader { end: header.end + step as u16, ..header };
-            // Fails if a section committed `current` meanwhile; retry.
-            match word.compare_exchange(old, encode(new), Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    meta.capacity_bytes.fetch_add((step * class.size()) as u64, Ordering::Relaxed);
-                    return step;
-                }
-                Err(seen) => old = seen,
-            }
+        let wanted = want.min(class.max_capacity() - (header.end - header.begin) as usize);
+        if affordable < wanted {
+            meta.starved.store(true, Ordering::Relaxed);
         }
+        let step = wanted.min(affordable);
+        if step == 0 {
+            return 0;
+        }
+        // `end` and `begin` only change under the lock we hold, so `step`
+        // stays right while the CAS retries past sections' commits.
+        self.update_locked(class, |h| Some(ClassHeader { end: h.end + step as u16, ..h }));
+        meta.capacity_bytes.fetch_add((step * class.size()) as u64, Ordering::Relaxed);
+        step
+    }
+
+    /// Sets the capacity of some classes while sections may be running on
+    /// this region from any CPU: the remote-operation protocol (design.md
+    /// §6.5). `plan(class, header)` gives a class's new capacity in slots
+    /// (None leaves the class alone; growing is `grow_locked`'s job, so a
+    /// larger value keeps the capacity); `header.aux` tells it the class's
+    /// misses since the previous call, and every count starts again at zero.
+    /// Cached objects above the new capacity go to `spill`. Returns the bytes
+    /// of budget given up.
+    ///
+    /// 1. Stop each planned class: a CAS sets `end = 0, begin = 0xFFFF`, so
+    ///    every section that reads the header from now on misses. Sections
+    ///    that read it earlier may still commit `current`.
+    /// 2. `fence()`: afterwards none of those can commit any more.
+    /// 3. Read the now stable `current`, spill what is above the new end.
+    /// 4. If that lowered `current`: store it, still stopped, and fence
+    ///    again. Sections load `current` and `begin` separately, so a pop that
+    ///    read the old `current` must not meet the restored `begin`.
+    /// 5. Store the new headers.
+    ///
+    /// The caller holds the region lock (init, growth and fallback-mode
+    /// operations take it too), and `fence` keeps the promise of step 2
+    /// (`Region::fence`, or a test's simulation).
+    pub fn resize_locked(
+        &self,
+        mut plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>,
+        mut fence: impl FnMut(),
+        mut spill: impl FnMut(SizeClass, &[*mut u8]),
+    ) -> usize {
+        // (old end, new end) of each stopped class; 0 = not stopped (no
+        // partition starts at slot 0).
+        let mut planned = [(0u16, 0u16); NUM_CLASSES];
+        for class in SizeClass::all() {
+            let header = self.header(class);
+            if header.begin != BEGIN[class.index()] {
+                continue;
+            }
+            let Some(capacity) = plan(class, header) else {
+                if header.aux != 0 {
+                    self.update_locked(class, |h| Some(ClassHeader { aux: 0, ..h }));
+                }
+                continue;
+            };
+            let new_end = header.begin + capacity.min((header.end - header.begin) as usize) as u16;
+            self.update_locked(class, |h| Some(ClassHeader { aux: h.aux, ..stopped(h.current) }));
+            planned[class.index()] = (header.end, new_end);
+        }
+        if planned.iter().all(|&(_, new_end)| new_end == 0) {
+            return 0;
+        }
+        fence();
+        let mut lowered = false;
+        for class in SizeClass::all() {
+            let new_end = planned[class.index()].1;
+            let current = self.header(class).current;
+            if new_end == 0 || current <= new_end {
+                continue;
+            }
+            // SAFETY: slots [new_end, current) hold committed objects of this
+            // class; the stop and the fence keep every section out.
+            let objects = unsafe { core::slice::from_raw_parts(self.slot(new_end), (current - new_end) as usize) };
+            spill(class, objects);
+            self.header_word(class).store(encode(stopped(new_end)), Ordering::Release);
+            lowered = true;
+        }
+        if lowered {
+            fence();
+        }
+        let mut given_up = 0;
+        for class in SizeClass::all() {
+            let (old_end, new_end) = planned[class.index()];
+            if new_end == 0 {
+                continue;
+            }
+            let current = self.header(class).current;
+            let header = ClassHeader { current, aux: 0, end: new_end, begin: BEGIN[class.index()] };
+            self.header_word(class).store(encode(header), Ordering::Release);
+            given_up += (old_end - new_end) as usize * class.size();
+        }
+        self.meta().capacity_bytes.fetch_sub(given_up as u64, Ordering::Relaxed);
+        given_up
+    }
+
+    /// Gives the pages of an emptied region's slots back to the OS (they
+    /// read as zeros when it is used again). Does nothing unless every
+    /// class's capacity is zero, which keeps every section off the slots.
+    /// The caller holds the region lock.
+    pub fn release_slots_locked(&self) -> bool {
+        let meta = self.meta();
+        if !meta.initialized.load(Ordering::Relaxed) || meta.capacity_bytes.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        // SAFETY: the slot pages past the first (which holds the meta block
+        // and headers) belong to this region, and no class may use a slot.
+        unsafe { os::release((self.base + os::OS_PAGE) as *mut u8, REGION_BYTES - os::OS_PAGE) }
     }
 
     /// Pops with plain memory operations (fallback mode and tests). The
@@ -435,6 +584,12 @@ impl Region {
     }
 }
 
+/// A header on which every section misses: pushes see it full (`end` 0),
+/// pops see it empty (`begin` 0xFFFF); only `current` is meaningful.
+fn stopped(current: u16) -> ClassHeader {
+    ClassHeader { current, aux: 0, end: 0, begin: u16::MAX }
+}
+
 fn encode(h: ClassHeader) -> u64 {
     h.current as u64 | (h.aux as u64) << 16 | (h.end as u64) << 32 | (h.begin as u64) << 48
 }
@@ -453,15 +608,10 @@ pub fn possible_cpus() -> usize {
             return (max + 1).min(MAX_CPUS);
         }
     }
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
-    let from_affinity = unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            (0..libc::CPU_SETSIZE as usize).rev().find(|&c| libc::CPU_ISSET(c, &set)).map(|c| c + 1)
-        } else {
-            None
-        }
-    };
+    let from_affinity = os::affinity().and_then(|set| {
+        // SAFETY: CPU_ISSET reads one bit of the mask.
+        (0..libc::CPU_SETSIZE as usize).rev().find(|&c| unsafe { libc::CPU_ISSET(c, &set) }).map(|c| c + 1)
+    });
     from_affinity.unwrap_or(MAX_CPUS).min(MAX_CPUS)
 }
 

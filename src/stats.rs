@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 use crate::percpu::{self, Region};
 use crate::rseq::{self, cs, CacheIndex, Mode};
 use crate::size_class::SizeClass;
-use crate::{central, large, pagemap, transfer};
+use crate::{background, central, fence, large, pagemap, transfer};
 
 /// Per-CPU detail kept in a snapshot; totals always cover every cache.
 pub const SNAPSHOT_CPUS: usize = 256;
@@ -87,9 +87,20 @@ pub struct Stats {
     pub bytes_in_use: u64,
     /// Large blocks live now.
     pub large_blocks: u64,
-    /// Bytes of free arena memory given back to the OS (`malloc_trim`) and
-    /// not reused since.
+    /// Bytes of free arena memory given back to the OS (decay, `release()`,
+    /// `malloc_trim`) and not reused since.
     pub bytes_released: u64,
+    /// Bytes of free arena memory still backed by pages: emptied spans
+    /// waiting for the decay.
+    pub free_span_bytes: u64,
+    /// CPU caches emptied by an idle drain or `release()`.
+    pub drains: u64,
+    /// Fences made for remote cache operations.
+    pub fences: u64,
+    /// `madvise` calls that gave pages back.
+    pub purges: u64,
+    /// Whether the background thread runs.
+    pub background_thread: bool,
     /// Invalid pointers the C API left alone (`RSEQALLOC_BAD_FREE=leak`).
     pub bad_frees: u64,
     per_cpu: [CpuStats; SNAPSHOT_CPUS],
@@ -132,6 +143,11 @@ pub fn snapshot() -> Stats {
         bytes_in_use: 0,
         large_blocks: 0,
         bytes_released: pagemap::released_bytes(),
+        free_span_bytes: pagemap::free_unreleased_bytes(),
+        drains: percpu::drain_count(),
+        fences: fence::count(),
+        purges: pagemap::purge_count(),
+        background_thread: background::running(),
         bad_frees: bad_frees(),
         per_cpu: [CpuStats::default(); SNAPSHOT_CPUS],
         per_cpu_len: 0,
@@ -236,7 +252,18 @@ impl fmt::Display for Stats {
             "bytes:           {} mapped, {} in use, {} in CPU caches, {} in transfer caches",
             self.bytes_mapped, self.bytes_in_use, t.cached_bytes, self.transfer_bytes
         )?;
-        writeln!(f, "released:        {} bytes of free arena memory returned to the OS", self.bytes_released)?;
+        writeln!(
+            f,
+            "free arena:      {} bytes backed, {} returned to the OS ({} purges)",
+            self.free_span_bytes, self.bytes_released, self.purges
+        )?;
+        writeln!(
+            f,
+            "background:      thread {}, {} cache drains, {} fences",
+            if self.background_thread { "running" } else { "not running" },
+            self.drains,
+            self.fences
+        )?;
         writeln!(f, "large blocks:    {}", self.large_blocks)?;
         write!(f, "bad frees:       {} left alone", self.bad_frees)
     }

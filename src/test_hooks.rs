@@ -14,6 +14,9 @@ use crate::size_class::SizeClass;
 
 pub use crate::size_class::NUM_CLASSES;
 
+/// Offset of the class headers in a region (`Slab::region_base`).
+pub const HEADERS_OFF: usize = crate::rseq::abi::header::HEADERS_OFF as usize;
+
 /// Where sections read the cache index from.
 pub enum Index {
     /// The thread's real, registered rseq area (glibc's or our own): the
@@ -88,6 +91,7 @@ impl Slab {
             rseq::choose_index(&config, mode)
         };
         rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
+        crate::fence::init(mode, config.membarrier);
         // Point this thread's sections at the area (a fake one needs it; a
         // real one would do it on the first miss anyway).
         rseq::current_index();
@@ -149,10 +153,17 @@ impl Slab {
     /// Lays out cache `cpu` and raises `class`'s capacity by up to `slots`;
     /// returns the slots added.
     pub fn grow(&self, cpu: usize, class: usize, slots: usize) -> usize {
+        let region = percpu::region(cpu).expect("cpu");
+        self.grow_fenced(cpu, class, slots, || region.fence())
+    }
+
+    /// `grow`, with `fence` standing for the fence that laying the region
+    /// out needs (a test's simulation).
+    pub fn grow_fenced(&self, cpu: usize, class: usize, slots: usize, fence: impl FnOnce()) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         let region = percpu::region(cpu).expect("cpu");
         let _guard = region.meta().lock.lock();
-        region.init_locked();
+        region.init_locked(fence);
         region.grow_locked(class, slots)
     }
 
@@ -164,6 +175,36 @@ impl Slab {
         let region = percpu::region(cpu).expect("cpu");
         let _guard = region.meta().lock.lock();
         core::iter::from_fn(|| region.pop_locked(class)).collect()
+    }
+
+    /// Sets `class`'s capacity in cache `cpu` to at most `capacity` slots
+    /// with the remote-operation protocol (stop, fence, spill, restore),
+    /// which is safe while other threads run sections on the cache. Returns
+    /// the objects that no longer fit. `fence` (called once or twice) stands
+    /// for the real fence (`Slab::fence`) or a test's simulation of one.
+    pub fn shrink_remote(&self, cpu: usize, class: usize, capacity: usize, fence: impl FnMut()) -> Vec<*mut u8> {
+        let class = SizeClass::from_index(class).expect("class");
+        let region = percpu::region(cpu).expect("cpu");
+        let _guard = region.meta().lock.lock();
+        let mut spilled = Vec::new();
+        region.resize_locked(
+            |c, _| (c == class).then_some(capacity),
+            fence,
+            |_, objects| spilled.extend_from_slice(objects),
+        );
+        spilled
+    }
+
+    /// The allocator's fence for cache `cpu` (membarrier-RSEQ, or migration).
+    pub fn fence(&self, cpu: usize) {
+        crate::fence::fence(cpu)
+    }
+
+    /// Address of cache `cpu`'s region, for a test that plays the sections'
+    /// loads and stores in Rust: `class`'s header is the u64 at
+    /// `HEADERS_OFF + 8 * class`, slot `i` the pointer at `8 * i`.
+    pub fn region_base(&self, cpu: usize) -> usize {
+        percpu::region(cpu).expect("cpu").meta() as *const _ as usize
     }
 
     /// `class`'s header in cache `cpu`.
@@ -187,7 +228,7 @@ impl Slab {
     fn locked<R>(&self, f: impl FnOnce(percpu::Region) -> R) -> Option<R> {
         let region = crate::os::current_cpu().and_then(percpu::region)?;
         let _guard = region.meta().lock.try_lock()?;
-        region.init_locked();
+        region.init_locked(|| region.fence());
         Some(f(region))
     }
 }

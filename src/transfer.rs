@@ -6,9 +6,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::central;
 use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
 use crate::sync::SpinLock;
+use crate::{background, central};
 
 /// Batches each class's transfer cache holds at most.
 const BATCHES: usize = 16;
@@ -16,6 +16,8 @@ const SLOTS: usize = BATCHES * MAX_BATCH;
 
 struct TransferCache {
     len: usize,
+    /// The fewest objects held since the last `plunder`: that many sat idle.
+    low: usize,
     slots: [*mut u8; SLOTS],
 }
 
@@ -24,7 +26,7 @@ struct TransferCache {
 unsafe impl Send for TransferCache {}
 
 static CACHES: [SpinLock<TransferCache>; NUM_CLASSES] =
-    [const { SpinLock::new(TransferCache { len: 0, slots: [core::ptr::null_mut(); SLOTS] }) }; NUM_CLASSES];
+    [const { SpinLock::new(TransferCache { len: 0, low: 0, slots: [core::ptr::null_mut(); SLOTS] }) }; NUM_CLASSES];
 
 /// Objects per class currently held (for stats, read without the lock).
 static HELD: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
@@ -41,6 +43,7 @@ pub fn take(class: SizeClass, out: &mut [*mut u8]) -> usize {
         let start = cache.len - n;
         out[..n].copy_from_slice(&cache.slots[start..cache.len]);
         cache.len = start;
+        cache.low = cache.low.min(start);
         HELD[class.index()].store(start as u64, Ordering::Relaxed);
         n
     };
@@ -71,31 +74,45 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
     if stored < objects.len() {
         // SAFETY: the caller's guarantee passes on.
         unsafe { central::free_batch(class, &objects[stored..]) };
+        background::on_span_traffic();
     }
 }
 
 /// Returns every object the transfer caches hold to the central slab, so
-/// that spans whose objects are all back go to the page heap (`malloc_trim`).
+/// that spans whose objects are all back go to the page heap (`release()`).
 pub fn drain() {
+    SizeClass::all().for_each(|class| drain_class(class, |_| usize::MAX));
+}
+
+/// Returns to the central slab, per class, as many objects as sat unused
+/// since the previous call (the low-water mark), so that a burst's leftovers
+/// do not pin spans forever (the background tick).
+pub fn plunder() {
+    SizeClass::all().for_each(|class| drain_class(class, |cache| core::mem::replace(&mut cache.low, cache.len)));
+}
+
+/// Moves up to `limit(cache)` objects of `class` to the central slab, a
+/// batch per lock hold.
+fn drain_class(class: SizeClass, limit: impl FnOnce(&mut TransferCache) -> usize) {
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
-    for class in SizeClass::all() {
-        loop {
-            let n = {
-                let mut cache = CACHES[class.index()].lock();
-                let n = cache.len.min(MAX_BATCH);
-                let start = cache.len - n;
-                buf[..n].copy_from_slice(&cache.slots[start..cache.len]);
-                cache.len = start;
-                HELD[class.index()].store(start as u64, Ordering::Relaxed);
-                n
-            };
-            if n == 0 {
-                break;
-            }
-            // SAFETY: the objects were free objects of `class` in the cache,
-            // now ours.
-            unsafe { central::free_batch(class, &buf[..n]) };
+    let mut left = limit(&mut CACHES[class.index()].lock());
+    while left > 0 {
+        let n = {
+            let mut cache = CACHES[class.index()].lock();
+            let n = cache.len.min(MAX_BATCH).min(left);
+            let start = cache.len - n;
+            buf[..n].copy_from_slice(&cache.slots[start..cache.len]);
+            cache.len = start;
+            cache.low = cache.low.min(start);
+            HELD[class.index()].store(start as u64, Ordering::Relaxed);
+            n
+        };
+        if n == 0 {
+            break;
         }
+        left -= n;
+        // SAFETY: the objects were free objects of `class` in the cache, now ours.
+        unsafe { central::free_batch(class, &buf[..n]) };
     }
 }
 

@@ -4,6 +4,7 @@
 #   cpu-id    the same, with caches indexed by CPU id instead of mm_cid
 #   own       rseq through our own per-thread registration (glibc's turned off)
 #   fallback  no critical sections (RSEQALLOC_MODE=fallback)
+#   plus: one sparse CPU (taskset -c 1), remote fences without membarrier
 #   valgrind  the fallback as valgrind forces it (rseq(2) gives ENOSYS there)
 # In each, tests/preload.sh then runs C programs and real programs with
 # target/release/librseqalloc.so preloaded.
@@ -42,6 +43,11 @@ run "preload, glibc mode" -- tests/preload.sh glibc
 run "glibc mode, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- "${all_tests[@]}"
 run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rseq=0 -- "${all_tests[@]}"
 run "preload, own registration" -- tests/preload.sh own
+# Container-like: one allowed CPU with a sparse id, more threads than CPUs.
+run "one sparse CPU (taskset -c 1)" RSEQALLOC_EXPECT_MODE=glibc -- \
+    taskset -c 1 cargo test --release --features test-hooks --test sizing --test global_alloc --test release --test api
+run "remote fences by migration (no membarrier)" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MEMBARRIER=0 -- \
+    cargo test --release --features test-hooks --test stress_restarts --test release
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
 run "preload, fallback" -- tests/preload.sh fallback
 # --fair-sched: valgrind runs one thread at a time, and its default lock lets

@@ -1,8 +1,10 @@
 //! Forced-restart stress: 4× more threads than CPUs run every critical
 //! section (push, pop, batch push, batch pop) on tokens while SIGALRM fires
-//! every 20 µs and a thread keeps flipping the workers' CPU affinities. At the
-//! end every token must be accounted for exactly once, and the restart
-//! counters must show that each kind of section was restarted at least once.
+//! every 20 µs, a thread keeps flipping the workers' CPU affinities, and a
+//! remote thread shrinks, drains and regrows random caches with the fenced
+//! remote protocol. At the end every token must be accounted for exactly
+//! once, and the restart counters must show that each kind of section was
+//! restarted at least once.
 //!
 //! In fallback mode (RSEQALLOC_MODE=fallback, or no rseq) the same traffic
 //! goes through the locked path: tokens must be conserved, and nothing may
@@ -45,12 +47,18 @@ impl Rng {
     }
 }
 
+/// Tokens a remote operation spilled, for workers to pick up again.
+static SPILLED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
 fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: &AtomicI32) -> Vec<usize> {
     tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     test_hooks::register_thread();
     let mut rng = Rng(seed | 1);
     let mut buf = [std::ptr::null_mut::<u8>(); 32];
     while !stop.load(Ordering::Relaxed) {
+        if mine.len() < 32 {
+            mine.append(&mut SPILLED.lock().unwrap());
+        }
         for _ in 0..256 {
             let r = rng.next();
             let class = CLASSES[(r & 1) as usize];
@@ -155,6 +163,32 @@ fn main() {
         })
     };
 
+    // The remote thread: shrink (often to nothing) a random class of a
+    // random cache while its CPU may be pushing and popping, keep what
+    // spills, and grow it back now and then.
+    let remote_ops = Arc::new(AtomicU64::new(0));
+    let remote = {
+        let (slab, stop, remote_ops) = (slab.clone(), stop.clone(), remote_ops.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(999);
+            let mut spilled = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = rng.next();
+                let (cpu, class) = (r as usize % ncpu, CLASSES[(r >> 8) as usize % 2]);
+                let capacity = (r >> 16) as usize % (CAPACITY + 1);
+                let out = slab.shrink_remote(cpu, class, capacity, || slab.fence(cpu));
+                spilled += out.len();
+                SPILLED.lock().unwrap().extend(out.into_iter().map(|p| p as usize));
+                if r & (1 << 40) == 0 {
+                    slab.grow(cpu, class, CAPACITY);
+                }
+                remote_ops.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            spilled
+        })
+    };
+
     // Run until every section restarted at least once (or the limit).
     let start = Instant::now();
     let rseq = mode != Mode::Fallback;
@@ -172,6 +206,8 @@ fn main() {
         held.extend(w.join().expect("worker panicked"));
     }
     migrator.join().unwrap();
+    let spilled_count = remote.join().expect("remote thread panicked");
+    held.append(&mut SPILLED.lock().unwrap());
     unsafe {
         let zero: libc::itimerval = std::mem::zeroed();
         libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
@@ -187,10 +223,12 @@ fn main() {
     }
     let restarts = test_hooks::restarts();
     println!(
-        "stress: {:.1} s, {} signals, {} migrations, {} tokens cached at the end",
+        "stress: {:.1} s, {} signals, {} migrations, {} remote operations ({} tokens spilled), {} tokens cached at the end",
         start.elapsed().as_secs_f64(),
         SIGNALS.load(Ordering::Relaxed),
         migrations.load(Ordering::Relaxed),
+        remote_ops.load(Ordering::Relaxed),
+        spilled_count,
         cached.into_inner().unwrap()
     );
     println!(
@@ -204,6 +242,7 @@ fn main() {
     held.dedup();
     assert_eq!(held.len() as i64 + lost, expected.len() as i64, "a token was duplicated");
     assert_eq!(held, expected, "tokens were lost or invented");
+    assert!(remote_ops.load(Ordering::Relaxed) > 0, "the remote thread never ran");
     if rseq {
         for (name, n) in ["pop", "push", "pop batch", "push batch"].iter().zip(restarts) {
             assert!(n > 0, "the {name} section was never restarted");
