@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use rseqalloc::test_hooks::{self, Index, Slab};
 use rseqalloc::Mode;
 
@@ -104,6 +106,9 @@ fn main() {
         }
     }
     println!("stress: mode {mode:?}, {threads} threads on {cpus} CPUs, {ncpu} caches, {TOKENS} tokens");
+    if let Some(want) = common::expected_mode() {
+        assert_eq!(mode, want, "stress: wrong mode");
+    }
 
     // SIGALRM every 20 µs, delivered to whichever thread the kernel picks.
     unsafe {

@@ -4,13 +4,14 @@
 use rseqalloc::Mode;
 
 /// The mode the test runner says this run must be in
-/// (`RSEQALLOC_EXPECT_MODE=glibc|own|fallback`), if it says.
+/// (`RSEQALLOC_EXPECT_MODE=glibc|own|fallback|region`), if it says.
 pub fn expected_mode() -> Option<Mode> {
     match std::env::var("RSEQALLOC_EXPECT_MODE").ok()?.as_str() {
         "glibc" => Some(Mode::RseqGlibc),
         "own" => Some(Mode::RseqOwn),
         "fallback" => Some(Mode::Fallback),
-        other => panic!("RSEQALLOC_EXPECT_MODE={other}: expected glibc, own or fallback"),
+        "region" => Some(Mode::Region),
+        other => panic!("RSEQALLOC_EXPECT_MODE={other}: expected glibc, own, fallback or region"),
     }
 }
 
