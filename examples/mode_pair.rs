@@ -12,6 +12,10 @@
 //!   CPU doing mixed-size pairs for 2 s under a 50 µs SIGALRM; nanoseconds
 //!   per pair per thread, and the restarts the abort handlers counted.
 
+// The tests' helpers (SIGALRM timer), shared rather than copied.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,15 +54,7 @@ fn main() {
     let runs: Vec<f64> = (0..9).map(|_| pairs(n, 32)).collect();
     let pair_ns = median(runs.clone());
 
-    // SAFETY: the handler only bumps an atomic; the timer is stopped below.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::timeval { tv_sec: 0, tv_usec: 50 };
-        libc::setitimer(libc::ITIMER_REAL, &libc::itimerval { it_interval: t, it_value: t }, std::ptr::null_mut());
-    }
+    common::alarm_every(50, on_alarm);
     let restarts_before = rseqalloc::stats().restarts();
     let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,8 +76,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let contended = median(workers.into_iter().map(|w| w.join().unwrap()).collect());
-    // SAFETY: stops the timer.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &std::mem::zeroed(), std::ptr::null_mut()) };
+    common::stop_alarm();
     let stats = rseqalloc::stats();
 
     let runs: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();

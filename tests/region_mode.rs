@@ -77,15 +77,7 @@ fn armed_after_pairs(rounds: u32) -> Option<u32> {
 /// Returns the restarts seen.
 fn restarts_under_pressure(min: Duration) -> u64 {
     extern "C" fn on_alarm(_: libc::c_int) {}
-    // SAFETY: an empty handler; the timer is stopped before returning.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::timeval { tv_sec: 0, tv_usec: 20 };
-        libc::setitimer(libc::ITIMER_REAL, &libc::itimerval { it_interval: t, it_value: t }, std::ptr::null_mut());
-    }
+    common::alarm_every(20, on_alarm);
     let before = rseqalloc::stats().restarts();
     let stop = Arc::new(AtomicBool::new(false));
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -107,8 +99,7 @@ fn restarts_under_pressure(min: Duration) -> u64 {
     }
     stop.store(true, Ordering::Relaxed);
     workers.into_iter().for_each(|w| w.join().unwrap());
-    // SAFETY: stops the timer.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &std::mem::zeroed(), std::ptr::null_mut()) };
+    common::stop_alarm();
     rseqalloc::stats().restarts() - before
 }
 

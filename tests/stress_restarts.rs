@@ -111,15 +111,7 @@ fn main() {
     }
 
     // SIGALRM every 20 µs, delivered to whichever thread the kernel picks.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::timeval { tv_sec: 0, tv_usec: tick_us };
-        let timer = libc::itimerval { it_interval: t, it_value: t };
-        libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
-    }
+    common::alarm_every(tick_us, on_alarm);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tids: Arc<Vec<AtomicI32>> = Arc::new((0..threads).map(|_| AtomicI32::new(0)).collect());
@@ -177,10 +169,7 @@ fn main() {
         held.extend(w.join().expect("worker panicked"));
     }
     migrator.join().unwrap();
-    unsafe {
-        let zero: libc::itimerval = std::mem::zeroed();
-        libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
-    }
+    common::stop_alarm();
 
     let cached = Mutex::new(0usize);
     for cpu in 0..ncpu {

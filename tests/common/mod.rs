@@ -24,6 +24,27 @@ pub fn check_mode(test: &str) {
     }
 }
 
+/// Delivers SIGALRM to `handler` every `us` microseconds, to whichever
+/// thread the kernel picks: signals force restarts of sections in flight.
+pub fn alarm_every(us: i64, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: installs a handler the caller provides (it must be
+    // async-signal-safe) and arms the process's real-time timer.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let t = libc::timeval { tv_sec: 0, tv_usec: us };
+        libc::setitimer(libc::ITIMER_REAL, &libc::itimerval { it_interval: t, it_value: t }, std::ptr::null_mut());
+    }
+}
+
+/// Stops the timer `alarm_every` started.
+pub fn stop_alarm() {
+    // SAFETY: disarms the process's real-time timer.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &std::mem::zeroed(), std::ptr::null_mut()) };
+}
+
 /// A small xorshift generator: deterministic, allocation-free.
 pub struct Rng(pub u64);
 
