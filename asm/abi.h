@@ -64,4 +64,16 @@
 #define SITE_PUSH_BATCH 3
 #define NUM_SITES 4
 
+/* Descriptors in our part of __rseq_cs: six sections, each as a mainline
+ * and a region copy. The asm file checks its count against this. */
+#define NUM_SECTIONS 12
+
+/* prctl(2) restart regions (kernel-patch/, include/uapi/linux/prctl.h):
+ * the option ("RSEQ"), its QUERY and SET_TABLE operations, and the size of
+ * struct rseq_region {start, post_commit, restart, flags}. */
+#define PR_RSEQ_REGIONS 0x52534551
+#define PR_RSEQ_REGIONS_QUERY 0
+#define PR_RSEQ_REGIONS_SET_TABLE 1
+#define RSEQ_REGION_SIZE 32
+
 #endif

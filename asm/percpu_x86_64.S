@@ -41,6 +41,26 @@
  * path themselves on a miss, so that `RseqAlloc::alloc` and `::dealloc` are a
  * size check and a tail call (benches/fastpath-instructions.sh counts them).
  *
+ * Two copies of every section, from the same macros (issue 5):
+ *   <name>_mainline  arms its descriptor in the thread's rseq area, as above;
+ *   <name>_region    stores no descriptor: the kernel knows its range from
+ *                    the restart-region table (prctl PR_RSEQ_REGIONS) that
+ *                    src/rseq/regions.rs registers once per process from the
+ *                    descriptors below, and moves an interrupted thread to
+ *                    the same abort handler (its `restart`).
+ * <name> itself is a GNU indirect function: its resolver runs once, when the
+ * loader (or static-pie start-up) fills the GOT slot, and returns the region
+ * copy only on a kernel that has restart regions and without
+ * RSEQALLOC_MODE=mainline|fallback. Rust already reaches the entry points
+ * through that GOT slot, so choosing costs the mainline fast path nothing.
+ * Region copies still read cpu_id / mm_cid from the thread's rseq area,
+ * which stays registered; its rseq_cs stays 0, since only mainline copies
+ * write it. The kernel applies an armed rseq_cs first and then the regions
+ * to the resulting IP: an abort handler is in no region, so a thread is
+ * never moved twice. The signature before each abort handler only matters
+ * to mainline rseq; region copies keep it so that every descriptor in
+ * __rseq_cs is valid for both.
+ *
  * Constants come from abi.h; src/rseq/cs.rs declares these functions to Rust
  * with their safety contracts.
  */
@@ -95,14 +115,18 @@
 	.popsection
 .endm
 
-/* ARM(name): find this thread's rseq area (its thread-pointer offset, in
- * %rax) and publish name's descriptor in it. A restart comes back here. */
-.macro ARM name
+/* ARM(name, mode): find this thread's rseq area (its thread-pointer offset,
+ * in %rax) and, in a mainline copy, publish name's descriptor in it. A
+ * region copy publishes nothing: its range is in the kernel's table. A
+ * restart comes back here. */
+.macro ARM name, mode
 .L\name\()_arm:
 	movq rseqalloc_own_tls@gottpoff(%rip), %rax
 	addq %fs:OWN_TLS_OFF_AREA_DELTA(%rax), %rax
+	.ifc \mode, mainline
 	leaq .L\name\()_cs(%rip), %rcx
 	movq %rcx, %fs:RSEQ_OFF_RSEQ_CS(%rax)
+	.endif
 .endm
 
 /* REGION(reg, reg32, miss): inside a section, read this CPU's index from
@@ -116,10 +140,10 @@
 	addq CTL_SLABS, \reg
 .endm
 
-/* POP(name, miss): the pop section for the class in %rdi; the object ends
- * in %rax. Clobbers %rcx, %rdx. */
-.macro POP name, miss
-	ARM \name
+/* POP(name, miss, mode): the pop section for the class in %rdi; the object
+ * ends in %rax. Clobbers %rcx, %rdx. */
+.macro POP name, miss, mode
+	ARM \name, \mode
 .L\name\()_start:
 	REGION %rdx, %edx, \miss
 	movzwl CURRENT(%rdx), %ecx
@@ -132,10 +156,10 @@
 .L\name\()_commit:
 .endm
 
-/* PUSH(name, miss, cls, obj): the push section of the object in register
- * `obj` on the class in register `cls`. Clobbers %rax, %rcx, %rdx. */
-.macro PUSH name, miss, cls, obj
-	ARM \name
+/* PUSH(name, miss, cls, obj, mode): the push section of the object in
+ * register `obj` on the class in register `cls`. Clobbers %rax, %rcx, %rdx. */
+.macro PUSH name, miss, cls, obj, mode
+	ARM \name, \mode
 .L\name\()_start:
 	REGION %rdx, %edx, \miss
 	movzwl CURRENT_OF(%rdx, \cls), %ecx
@@ -168,24 +192,66 @@
 	jmp .L\name\()_arm
 .endm
 
+/* ENTRY(name): the indirect function `name`, whose resolver returns
+ * name_region when rseqalloc_regions_chosen() (src/rseq/regions.rs) says
+ * so, else name_mainline. The resolver runs during relocation, before TLS
+ * and errno exist: the Rust side uses raw system calls only. */
+.macro ENTRY name
+	.text
+	.globl \name
+	.hidden \name
+	.type \name, @gnu_indirect_function
+	.p2align 4
+\name:
+	.cfi_startproc
+	subq $8, %rsp			/* keep the callee's stack 16-aligned */
+	.cfi_adjust_cfa_offset 8
+	call rseqalloc_regions_chosen
+	addq $8, %rsp
+	.cfi_adjust_cfa_offset -8
+	leaq \name\()_mainline(%rip), %rcx
+	leaq \name\()_region(%rip), %rdx
+	testb %al, %al
+	cmovnzq %rdx, %rcx
+	movq %rcx, %rax
+	ret
+	.cfi_endproc
+	.size \name, . - \name
+.endm
+
 /* ------------------------------------------------------------------------ */
-/* Critical sections                                                        */
+/* Critical sections: each macro emits one copy; `mode` is mainline|region  */
 /* ------------------------------------------------------------------------ */
+
+/* Our descriptors in __rseq_cs, as one symbol sized at the end of this file:
+ * src/rseq/regions.rs turns them into the region table. (gas cannot check
+ * their count against NUM_SECTIONS, alignment being resolved late;
+ * tests/rseq_cs_section.rs does.) */
+	.pushsection __rseq_cs, "awR"
+	.balign RSEQ_CS_SIZE
+	.globl rseqalloc_rseq_cs
+	.hidden rseqalloc_rseq_cs
+	.type rseqalloc_rseq_cs, @object
+rseqalloc_rseq_cs:
+.Lrseq_cs_begin:
+	.popsection
 
 /*
  * void *rseqalloc_malloc_small(size_t size)
  *   rdi = size <= MAX_SMALL, for alignment <= 16. Returns an object of its
  *   class from this CPU's cache, or tail-calls rseqalloc_alloc_slow(class).
  */
-FUNCTION_BEGIN rseqalloc_malloc_small
+.macro MALLOC_SMALL mode
+FUNCTION_BEGIN rseqalloc_malloc_small_\mode
 	CLASS_OF %rdi, %rax
-	POP rseqalloc_malloc_small, .Lrseqalloc_malloc_small_miss
+	POP rseqalloc_malloc_small_\mode, .Lrseqalloc_malloc_small_\mode\()_miss, \mode
 	ret
-.Lrseqalloc_malloc_small_miss:
+.Lrseqalloc_malloc_small_\mode\()_miss:
 	jmp rseqalloc_alloc_slow
-	ABORT rseqalloc_malloc_small, SITE_POP
-FUNCTION_END rseqalloc_malloc_small
-RSEQ_DESCRIPTOR rseqalloc_malloc_small
+	ABORT rseqalloc_malloc_small_\mode, SITE_POP
+FUNCTION_END rseqalloc_malloc_small_\mode
+RSEQ_DESCRIPTOR rseqalloc_malloc_small_\mode
+.endm
 
 /*
  * void rseqalloc_free_small(void *object, size_t size)
@@ -194,15 +260,17 @@ RSEQ_DESCRIPTOR rseqalloc_malloc_small
  *   this CPU's cache of its class, or tail-calls
  *   rseqalloc_free_slow(object, class).
  */
-FUNCTION_BEGIN rseqalloc_free_small
+.macro FREE_SMALL mode
+FUNCTION_BEGIN rseqalloc_free_small_\mode
 	CLASS_OF %rsi, %rax
-	PUSH rseqalloc_free_small, .Lrseqalloc_free_small_miss, %rsi, %rdi
+	PUSH rseqalloc_free_small_\mode, .Lrseqalloc_free_small_\mode\()_miss, %rsi, %rdi, \mode
 	ret
-.Lrseqalloc_free_small_miss:
+.Lrseqalloc_free_small_\mode\()_miss:
 	jmp rseqalloc_free_slow
-	ABORT rseqalloc_free_small, SITE_PUSH
-FUNCTION_END rseqalloc_free_small
-RSEQ_DESCRIPTOR rseqalloc_free_small
+	ABORT rseqalloc_free_small_\mode, SITE_PUSH
+FUNCTION_END rseqalloc_free_small_\mode
+RSEQ_DESCRIPTOR rseqalloc_free_small_\mode
+.endm
 
 /*
  * void *rseqalloc_cs_pop(size_t class)
@@ -210,15 +278,17 @@ RSEQ_DESCRIPTOR rseqalloc_free_small
  *   NULL if the stack is empty, locked, or the thread has no usable index.
  *   Clobbers rax, rcx, rdx.
  */
-FUNCTION_BEGIN rseqalloc_cs_pop
-	POP rseqalloc_cs_pop, .Lrseqalloc_cs_pop_miss
+.macro CS_POP mode
+FUNCTION_BEGIN rseqalloc_cs_pop_\mode
+	POP rseqalloc_cs_pop_\mode, .Lrseqalloc_cs_pop_\mode\()_miss, \mode
 	ret
-.Lrseqalloc_cs_pop_miss:
+.Lrseqalloc_cs_pop_\mode\()_miss:
 	xorl %eax, %eax
 	ret
-	ABORT rseqalloc_cs_pop, SITE_POP
-FUNCTION_END rseqalloc_cs_pop
-RSEQ_DESCRIPTOR rseqalloc_cs_pop
+	ABORT rseqalloc_cs_pop_\mode, SITE_POP
+FUNCTION_END rseqalloc_cs_pop_\mode
+RSEQ_DESCRIPTOR rseqalloc_cs_pop_\mode
+.endm
 
 /*
  * bool rseqalloc_cs_push(size_t class, void *object)
@@ -226,16 +296,18 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop
  *   `class`; returns 1, or 0 if the stack is full, locked, or unusable.
  *   Clobbers rax, rcx, rdx.
  */
-FUNCTION_BEGIN rseqalloc_cs_push
-	PUSH rseqalloc_cs_push, .Lrseqalloc_cs_push_miss, %rdi, %rsi
+.macro CS_PUSH mode
+FUNCTION_BEGIN rseqalloc_cs_push_\mode
+	PUSH rseqalloc_cs_push_\mode, .Lrseqalloc_cs_push_\mode\()_miss, %rdi, %rsi, \mode
 	movl $1, %eax
 	ret
-.Lrseqalloc_cs_push_miss:
+.Lrseqalloc_cs_push_\mode\()_miss:
 	xorl %eax, %eax
 	ret
-	ABORT rseqalloc_cs_push, SITE_PUSH
-FUNCTION_END rseqalloc_cs_push
-RSEQ_DESCRIPTOR rseqalloc_cs_push
+	ABORT rseqalloc_cs_push_\mode, SITE_PUSH
+FUNCTION_END rseqalloc_cs_push_\mode
+RSEQ_DESCRIPTOR rseqalloc_cs_push_\mode
+.endm
 
 /*
  * size_t rseqalloc_cs_pop_batch(size_t class, void **out, size_t n)
@@ -243,17 +315,18 @@ RSEQ_DESCRIPTOR rseqalloc_cs_push
  *   from the top of this CPU's stack to out[0..k] and returns k; one commit.
  *   Clobbers rax, rcx, r8-r11.
  */
-FUNCTION_BEGIN rseqalloc_cs_pop_batch
+.macro CS_POP_BATCH mode
+FUNCTION_BEGIN rseqalloc_cs_pop_batch_\mode
 	testq %rdx, %rdx
-	jz .Lrseqalloc_cs_pop_batch_miss
-	ARM rseqalloc_cs_pop_batch
-.Lrseqalloc_cs_pop_batch_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_miss
+	jz .Lrseqalloc_cs_pop_batch_\mode\()_miss
+	ARM rseqalloc_cs_pop_batch_\mode, \mode
+.Lrseqalloc_cs_pop_batch_\mode\()_start:
+	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_\mode\()_miss
 	movzwl CURRENT(%r8), %ecx
 	movzwl BEGIN(%r8), %r9d
 	movq %rcx, %rax
 	subq %r9, %rax			/* depth; <= 0 when empty or locked */
-	jle .Lrseqalloc_cs_pop_batch_miss
+	jle .Lrseqalloc_cs_pop_batch_\mode\()_miss
 	cmpq %rdx, %rax
 	cmovaq %rdx, %rax		/* k = min(n, depth) */
 	xorl %r10d, %r10d
@@ -264,14 +337,15 @@ FUNCTION_BEGIN rseqalloc_cs_pop_batch
 	cmpq %rax, %r10
 	jb 1b
 	movw %cx, CURRENT(%r8)
-.Lrseqalloc_cs_pop_batch_commit:
+.Lrseqalloc_cs_pop_batch_\mode\()_commit:
 	ret
-.Lrseqalloc_cs_pop_batch_miss:
+.Lrseqalloc_cs_pop_batch_\mode\()_miss:
 	xorl %eax, %eax
 	ret
-	ABORT rseqalloc_cs_pop_batch, SITE_POP_BATCH
-FUNCTION_END rseqalloc_cs_pop_batch
-RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch
+	ABORT rseqalloc_cs_pop_batch_\mode, SITE_POP_BATCH
+FUNCTION_END rseqalloc_cs_pop_batch_\mode
+RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch_\mode
+.endm
 
 /*
  * size_t rseqalloc_cs_push_batch(size_t class, void *const *items, size_t n)
@@ -279,16 +353,17 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch
  *   slots), on this CPU's stack and returns k; one commit.
  *   Clobbers rax, rcx, r8-r11.
  */
-FUNCTION_BEGIN rseqalloc_cs_push_batch
+.macro CS_PUSH_BATCH mode
+FUNCTION_BEGIN rseqalloc_cs_push_batch_\mode
 	testq %rdx, %rdx
-	jz .Lrseqalloc_cs_push_batch_miss
-	ARM rseqalloc_cs_push_batch
-.Lrseqalloc_cs_push_batch_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_miss
+	jz .Lrseqalloc_cs_push_batch_\mode\()_miss
+	ARM rseqalloc_cs_push_batch_\mode, \mode
+.Lrseqalloc_cs_push_batch_\mode\()_start:
+	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss
 	movzwl CURRENT(%r8), %ecx
 	movzwl END(%r8), %eax
 	subq %rcx, %rax			/* free slots; <= 0 when full or locked */
-	jle .Lrseqalloc_cs_push_batch_miss
+	jle .Lrseqalloc_cs_push_batch_\mode\()_miss
 	cmpq %rdx, %rax
 	cmovaq %rdx, %rax		/* k = min(n, free slots) */
 	xorl %r10d, %r10d
@@ -299,14 +374,33 @@ FUNCTION_BEGIN rseqalloc_cs_push_batch
 	cmpq %rax, %r10
 	jb 1b
 	movw %cx, CURRENT(%r8)
-.Lrseqalloc_cs_push_batch_commit:
+.Lrseqalloc_cs_push_batch_\mode\()_commit:
 	ret
-.Lrseqalloc_cs_push_batch_miss:
+.Lrseqalloc_cs_push_batch_\mode\()_miss:
 	xorl %eax, %eax
 	ret
-	ABORT rseqalloc_cs_push_batch, SITE_PUSH_BATCH
-FUNCTION_END rseqalloc_cs_push_batch
-RSEQ_DESCRIPTOR rseqalloc_cs_push_batch
+	ABORT rseqalloc_cs_push_batch_\mode, SITE_PUSH_BATCH
+FUNCTION_END rseqalloc_cs_push_batch_\mode
+RSEQ_DESCRIPTOR rseqalloc_cs_push_batch_\mode
+.endm
+
+/* Every section twice, and the entry point choosing between the copies.
+ * NUM_SECTIONS in abi.h counts the descriptors this emits. */
+.irp section, MALLOC_SMALL, FREE_SMALL, CS_POP, CS_PUSH, CS_POP_BATCH, CS_PUSH_BATCH
+	\section mainline
+	\section region
+.endr
+ENTRY rseqalloc_malloc_small
+ENTRY rseqalloc_free_small
+ENTRY rseqalloc_cs_pop
+ENTRY rseqalloc_cs_push
+ENTRY rseqalloc_cs_pop_batch
+ENTRY rseqalloc_cs_push_batch
+
+	.pushsection __rseq_cs, "awR"
+.Lrseq_cs_end:
+	.size rseqalloc_rseq_cs, .Lrseq_cs_end - .Lrseq_cs_begin
+	.popsection
 
 /* ------------------------------------------------------------------------ */
 /* Thread-pointer helpers (no critical sections)                            */
@@ -359,6 +453,7 @@ FUNCTION_END rseqalloc_glibc_rseq
 	.hidden rseqalloc_class_of
 	.hidden rseqalloc_alloc_slow
 	.hidden rseqalloc_free_slow
+	.hidden rseqalloc_regions_chosen
 
 /* The control block (Rust: rseq::cs::Ctl). Zero until init publishes it. */
 	.bss

@@ -7,7 +7,9 @@
 # On the hit path every conditional branch falls through (they all lead to
 # slow paths), so the walk follows fall-through, steps into `call`s of our
 # sections, and stops at the outer `ret`. It prints the path so it can be
-# checked by eye, and fails if a lock prefix or fence appears on it.
+# checked by eye, and fails if a lock prefix or fence appears on it. It
+# counts both bindings of the section entry points: the mainline copies
+# (stock kernels) and the region copies (kernel-patch/, region mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --example fastpath >/dev/null 2>&1
@@ -17,12 +19,17 @@ python3 - target/fastpath.dis target/fastpath.rel <<'PY'
 import re, sys
 # Calls and tail calls from Rust to the asm go through the GOT
 # ("jmp *slot(%rip)", rustc does not relax them): map each GOT slot to its
-# target through the slot's R_X86_64_RELATIVE relocation.
-got = {}
+# target through the slot's R_X86_64_RELATIVE relocation. The section entry
+# points are indirect functions (R_X86_64_IRELATIVE to their resolver), which
+# the loader binds to <name>_mainline or <name>_region: `irelative` keeps
+# the resolver, and the walk is done once for each binding.
+got, irelative = {}, {}
 for line in open(sys.argv[2]):
     f = line.split()
     if len(f) >= 4 and f[2] == "R_X86_64_RELATIVE":
         got[int(f[0], 16)] = int(f[3], 16)
+    if len(f) >= 4 and f[2] == "R_X86_64_IRELATIVE":
+        irelative[int(f[0], 16)] = int(f[3], 16)
 funcs, cur = {}, None
 for line in open(sys.argv[1]):
     m = re.match(r'^([0-9a-f]+) <(.+)>:$', line)
@@ -36,13 +43,17 @@ for line in open(sys.argv[1]):
         cur.append((int(m.group(1), 16), text.strip(), int(slot.group(1), 16) if slot else None))
 by_addr = {a: (name, i) for name, ins in funcs.items() for i, (a, _, _) in enumerate(ins)}
 
-def target(text, slot):
-    """Where a call or jmp goes: its operand, or its GOT slot's target."""
-    if '*' in text:
-        return got[slot]
-    return int(text.split()[1], 16)
+def target(text, slot, copy):
+    """Where a call or jmp goes: its operand, or its GOT slot's target (for
+    an indirect function, the `copy` its resolver would pick)."""
+    if '*' not in text:
+        return int(text.split()[1], 16)
+    if slot in irelative:
+        resolver, _ = by_addr[irelative[slot]]
+        return funcs[f"{resolver}_{copy}"][0][0]
+    return got[slot]
 
-def walk(name, depth=0):
+def walk(name, copy, depth=0):
     path, ins, i = [], funcs[name], 0
     while True:
         addr, text, slot = ins[i]
@@ -51,10 +62,10 @@ def walk(name, depth=0):
         if op == "ret":
             return path
         if op == "call":
-            callee, _ = by_addr[target(text, slot)]
-            path += walk(callee, depth + 1)
+            callee, _ = by_addr[target(text, slot, copy)]
+            path += walk(callee, copy, depth + 1)
         if op == "jmp":
-            name, i = by_addr[target(text, slot)]
+            name, i = by_addr[target(text, slot, copy)]
             ins = funcs[name]
             continue
         i += 1
@@ -64,13 +75,16 @@ entries = {}
 for kind in ("alloc", "dealloc"):
     # rustc mangles the shim names (v0 scheme): ...12___rust_alloc, ...14___rust_dealloc.
     entries[kind] = next(n for n in funcs if re.search(r'\d+___rust_%s$' % kind, n))
-for kind, entry in entries.items():
-    path = walk(entry)
-    print(f"--- {entry}: {len(path)} instructions on the hit path")
-    print("\n".join(path))
-    bad = [p for p in path if re.search(r'\block\b|fence|xchg|cmpxchg', p)]
-    if bad:
-        sys.exit(f"atomic or fence on the fast path: {bad}")
-    total[kind] = len(path)
-print(f"small alloc: {total['alloc']} instructions, small free: {total['dealloc']} instructions, no lock prefix, no fence")
+for copy in ("mainline", "region"):
+    for kind, entry in entries.items():
+        path = walk(entry, copy)
+        print(f"--- {entry}, {copy} copy: {len(path)} instructions on the hit path")
+        print("\n".join(path))
+        bad = [p for p in path if re.search(r'\block\b|fence|xchg|cmpxchg', p)]
+        if bad:
+            sys.exit(f"atomic or fence on the fast path: {bad}")
+        total[copy, kind] = len(path)
+for copy, what in (("mainline", "mainline rseq (stock kernels)"), ("region", "region mode (restart regions)")):
+    print(f"{what}: small alloc {total[copy, 'alloc']} instructions, small free {total[copy, 'dealloc']} "
+          "instructions, no lock prefix, no fence")
 PY

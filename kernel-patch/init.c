@@ -11,7 +11,9 @@
  *
  * Words of the kernel command line that the kernel does not know reach
  * this program's environment (RR_ITERS=..., KTEST_TIMEOUT=...), and the
- * tests inherit them.
+ * tests inherit them. A test named "NN-name@VAR=value,VAR2=value2" also
+ * gets those variables: that is how one binary runs in several modes
+ * (RSEQALLOC_MODE=mainline next to the default region mode).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -74,8 +76,15 @@ static int run(const char *name, int timeout)
 	if (pid < 0)
 		return 255 << 8;
 	if (!pid) {
+		char *vars = strchr(name, '@'), *var;
+
 		/* Own process group, so a timeout can kill helpers too. */
 		setpgid(0, 0);
+		if (vars) {
+			vars = strdup(vars + 1);
+			for (var = strtok(vars, ","); var; var = strtok(NULL, ","))
+				putenv(var);
+		}
 		execl(path, name, (char *)NULL);
 		perror(path);
 		_exit(127);

@@ -4,7 +4,11 @@
 # Build Debian's linux-source-6.12 with the restart-regions series, boot it
 # under QEMU (TCG) with 2 and then 4 vCPUs, and run in the guest:
 #   - the kernel selftest tools/testing/selftests/rseq_regions (from the series),
-#   - rseqalloc's own tests stress_restarts and global_alloc (cargo, static).
+#   - rseqalloc's own tests stress_restarts, global_alloc and region_mode
+#     (cargo, static), each in region mode and in mainline mode
+#     (RSEQALLOC_MODE=mainline), the mode asserted with RSEQALLOC_EXPECT_MODE;
+#   - the mode benchmark examples/mode_pair, 3 times per mode, interleaved;
+#     its MODEBENCH lines are summarised as MODEBENCH-SUMMARY lines.
 # Ends with one line "N passed, N failed"; exits non-zero on any failure,
 # including a timeout, a kernel panic or a missing result.
 #
@@ -18,7 +22,9 @@
 #
 # Environment knobs (defaults in brackets):
 #   KCACHE [/var/cache/rseqalloc-kernel]  kernel + selftest cache, keyed by inputs
-#   WORK [/var/tmp/rseqalloc-kernel-work] scratch: source tree, build, initramfs
+#                     (point it at an empty directory to time a cold run)
+#   WORK [/var/tmp/rseqalloc-kernel-work] scratch: source tree, build, initramfs,
+#                     cargo target dir
 #   SMP_LIST ["2 4"]  vCPU counts to boot with
 #   TIMEOUT [300]     seconds per boot, QEMU is killed after that
 #   RR_ITERS [1000000] operations per worker thread in the selftest
@@ -112,12 +118,17 @@ install_deps() {
 
 patches() { grep -v '^\s*\(#\|$\)' "$HERE/series" | sed "s|^|$HERE/|"; }
 
-# Everything the cached kernel and selftest binary depend on.
+# Everything the cached kernel and selftest binary depend on: the code that
+# builds them (the functions, not the whole script, so that changing how
+# the guest tests run does not rebuild the kernel), the patches, the config
+# fragment and the toolchain.
 cache_key() {
 	{
 		echo "src $KSRC_VER"
 		patches | xargs cat
-		cat "$HERE/qemu.config" "$HERE/run-qemu-tests.sh"
+		cat "$HERE/qemu.config"
+		declare -f patches check_config build_kernel
+		declare -p KBUILD_ENV
 		gcc --version | head -1
 		dpkg-query -W -f='${Version}\n' libc6
 	} | sha256sum | cut -c1-16
@@ -176,8 +187,9 @@ build_kernel() {
 }
 
 # rseqalloc's own tests, built static so they run in the bare initramfs.
-# Prints one "name path" line per test binary found; SKIP lines go to stderr.
-RUST_WANTED="stress_restarts global_alloc"
+# Prints one "name path" line per test binary found, then "mode_pair path"
+# for the benchmark; SKIP lines go to stderr.
+RUST_WANTED="region_mode global_alloc stress_restarts"
 build_rust_tests() {
 	local meta targets features args=() t json
 	if [ ! -f "$REPO/Cargo.toml" ]; then
@@ -228,15 +240,61 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in t.get("kind", []) and t.get("name") in want:
         print(t["name"], m["executable"])
 ' "$targets" <<< "$json"
+	build_rust_bench
 }
+
+# examples/mode_pair, static like the tests; prints "mode_pair path".
+build_rust_bench() {
+	local json
+	grep -q '^name = "mode_pair"' "$REPO/Cargo.toml" || {
+		echo "SKIP rust:mode_pair no example 'mode_pair' in Cargo.toml" >&2; return 0; }
+	log "cargo build --example mode_pair (static, release)" >&2
+	json=$(cd "$REPO" && CARGO_TARGET_DIR="$WORK/cargo-target" RUSTFLAGS='-C target-feature=+crt-static' \
+		cargo build --release --target x86_64-unknown-linux-gnu --example mode_pair --message-format=json \
+		2>> "$WORK/cargo.log") || {
+		tail -30 "$WORK/cargo.log" >&2
+		echo "FAIL rust: cargo build --example mode_pair failed (log above)" >&2
+		return 1
+	}
+	python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "mode_pair":
+        print("mode_pair", m["executable"])
+' <<< "$json"
+}
+
+# The two allocator modes every rseqalloc test runs in, as init.c's
+# "@VAR=value,..." name suffixes: region mode (the default on this kernel)
+# and mainline rseq; RSEQALLOC_EXPECT_MODE makes the tests assert it.
+MODE_REGION="RSEQALLOC_EXPECT_MODE=region"
+MODE_MAINLINE="RSEQALLOC_MODE=mainline,RSEQALLOC_EXPECT_MODE=glibc"
 
 make_initramfs() {
 	local dir=$WORK/initramfs name path
 	rm -rf "$dir" && mkdir -p "$dir"/{tests,proc,sys,dev}
 	gcc -O2 -Wall -static -o "$dir/init" "$HERE/init.c" || die "init.c build failed"
 	cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions"
+	local n=20 bench i
 	while read -r name path; do
-		[ -n "$name" ] && cp "$path" "$dir/tests/50-$name"
+		case $name in
+		"") ;;
+		mode_pair)
+			# Interleaved, so that a slow spell of the host hits both modes.
+			bench=$dir/tests/90-mode_pair@RSEQALLOC_MODE=mainline
+			cp "$path" "$bench"
+			for i in 1 2 3 4 5; do
+				ln "$bench" "$dir/tests/9$i-mode_pair@RSEQALLOC_MODE=$( ((i % 2)) && echo auto || echo mainline)"
+			done ;;
+		*)
+			cp "$path" "$dir/tests/$n-$name@$MODE_REGION"
+			ln "$dir/tests/$n-$name@$MODE_REGION" "$dir/tests/$((n + 1))-$name@$MODE_MAINLINE"
+			n=$((n + 10)) ;;
+		esac
 	done < "$WORK/rust-tests.txt"
 	(cd "$dir" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio" || die "cpio failed"
 	ls "$dir/tests" > "$WORK/expected-tests.txt"
@@ -320,12 +378,58 @@ boot() {
 		*) result FAIL "$t@smp$smp" "$status" ;;
 		esac
 	done < "$WORK/expected-tests.txt"
+	modebench "$smp" "$log"
 	if grep -qE "Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection" "$log"; then
 		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E 'Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection' "$log")"
 	elif ! grep -q "^KTEST-DONE" "$log"; then
 		result FAIL "kernel-log@smp$smp" "init did not finish"
 	else
 		result PASS "kernel-log@smp$smp"
+	fi
+}
+
+# The mode comparison from one boot's MODEBENCH lines (examples/mode_pair):
+# per mode, the median over its 3 processes of their median ns per pair, the
+# same for the contended ns per pair, and the restarts summed; then the
+# region/mainline ratios. TCG timing is emulated,
+# so only ratios within one boot are reported. Fails when a run is missing
+# or ran in the wrong mode, or region mode saw no restart.
+modebench() {
+	local smp=$1 log=$2 summary
+	grep -q '^mode_pair ' "$WORK/rust-tests.txt" || return 0
+	if summary=$(python3 - "$smp" "$log" <<'EOF'
+import sys
+smp, runs = sys.argv[1], {}
+for line in open(sys.argv[2]):
+    if line.startswith("MODEBENCH "):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+        runs.setdefault(f["mode"], []).append(f)
+want = {"RseqGlibc": "mainline", "Region": "region"}
+if sorted(runs) != sorted(want) or any(len(v) != 3 for v in runs.values()):
+    print(f"expected 3 mainline (RseqGlibc) and 3 region runs, got { {k: len(v) for k, v in runs.items()} }")
+    sys.exit(1)
+def median(mode, key):  # of 3
+    return sorted(float(r[key]) for r in runs[mode])[1]
+def total(mode, key):
+    return sum(int(r[key]) for r in runs[mode])
+for mode, name in want.items():
+    print(f"MODEBENCH-SUMMARY smp{smp} {name}: pair {median(mode, 'pair_ns'):.2f} ns "
+          f"(runs {' '.join(r['pair_ns'] for r in runs[mode])}), "
+          f"contended pair {median(mode, 'contended_pair_ns'):.2f} ns on {runs[mode][0]['threads']} threads, "
+          f"restarts {total(mode, 'restarts')} for {total(mode, 'signals')} signals")
+print(f"MODEBENCH-SUMMARY smp{smp} region/mainline: "
+      f"pair {median('Region', 'pair_ns') / median('RseqGlibc', 'pair_ns'):.3f}, "
+      f"contended pair {median('Region', 'contended_pair_ns') / median('RseqGlibc', 'contended_pair_ns'):.3f}")
+if total("Region", "restarts") == 0:
+    print("no restart in region mode")
+    sys.exit(1)
+EOF
+	); then
+		echo "$summary" | tee -a "$WORK/modebench.txt"
+		result PASS "modebench@smp$smp"
+	else
+		echo "$summary"
+		result FAIL "modebench@smp$smp" "$(echo "$summary" | tail -1)"
 	fi
 }
 
@@ -353,9 +457,11 @@ main() {
 	make_initramfs
 	TSC_KHZ=$(host_tsc_khz || true)
 	log "guest tests: $(tr '\n' ' ' < "$WORK/expected-tests.txt")(host TSC ${TSC_KHZ:-unknown} kHz)"
+	rm -f "$WORK/modebench.txt"
 	for smp in $SMP_LIST; do
 		boot "$smp"
 	done
+	[ -f "$WORK/modebench.txt" ] && cat "$WORK/modebench.txt"
 	log "done in $(($(date +%s) - T0))s; $SKIPPED skipped"
 	echo "$PASSED passed, $FAILED failed"
 	[ "$FAILED" -eq 0 ]

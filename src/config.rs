@@ -12,6 +12,9 @@ pub enum ModeRequest {
     Auto,
     /// rseq; if it is unavailable, a warning is printed and the fallback runs.
     Rseq,
+    /// Mainline rseq even on a kernel with restart regions (the loader reads
+    /// this one from the initial environment: `rseq::regions`).
+    Mainline,
     /// Never enter a critical section (debuggers, valgrind, rr).
     Fallback,
 }
@@ -80,7 +83,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: c"RSEQALLOC_MODE",
         default: "auto",
-        doc: "auto | rseq | fallback: fallback never enters a critical section (use under gdb)",
+        doc: "auto | rseq | mainline | fallback: mainline never uses restart regions; fallback never enters a critical section (use under gdb)",
     },
     Variable {
         name: c"RSEQALLOC_MMCID",
@@ -132,9 +135,10 @@ impl Config {
         let mode = match os::getenv(c"RSEQALLOC_MODE") {
             None | Some(b"auto") | Some(b"") => ModeRequest::Auto,
             Some(b"rseq") => ModeRequest::Rseq,
+            Some(b"mainline") => ModeRequest::Mainline,
             Some(b"fallback") => ModeRequest::Fallback,
             Some(_) => {
-                warn(c"RSEQALLOC_MODE", b"auto, rseq or fallback");
+                warn(c"RSEQALLOC_MODE", b"auto, rseq, mainline or fallback");
                 ModeRequest::Auto
             }
         };

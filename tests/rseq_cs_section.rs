@@ -3,7 +3,10 @@
 //! every critical-section descriptor the way the kernel will:
 //! version and flags 0, start < commit, abort outside [start, commit), and
 //! the signature 0x53053053 in the 4 bytes before abort. Also checks that
-//! `__rseq_cs_ptr_array` points at each descriptor exactly once.
+//! `__rseq_cs_ptr_array` points at each descriptor exactly once. The region
+//! copies' descriptors are checked the same way: they become the restart
+//! regions {start, commit, abort} that region mode registers, and the
+//! kernel's table also rejects a restart address inside a region.
 
 const RSEQ_SIG: u32 = 0x5305_3053;
 
@@ -66,7 +69,10 @@ fn every_descriptor_is_valid() {
     let bias = load_bias(&elf);
     assert_eq!(cs.size % 32, 0, "descriptors are 32 bytes");
     let count = (cs.size / 32) as usize;
-    assert_eq!(count, 6, "malloc_small, free_small, pop, push, pop batch, push batch");
+    assert_eq!(
+        count, 12,
+        "malloc_small, free_small, pop, push, pop batch, push batch; each as a mainline and a region copy"
+    );
 
     let base = (cs.addr + bias) as *const u64;
     let mut starts = Vec::new();

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use rseqalloc::test_hooks::{self, Index, Slab};
 use rseqalloc::Mode;
 
@@ -112,17 +114,12 @@ fn main() {
         }
     }
     println!("stress: mode {mode:?}, {threads} threads on {cpus} CPUs, {ncpu} caches, {TOKENS} tokens");
+    if let Some(want) = common::expected_mode() {
+        assert_eq!(mode, want, "stress: wrong mode");
+    }
 
     // SIGALRM every 20 µs, delivered to whichever thread the kernel picks.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::timeval { tv_sec: 0, tv_usec: tick_us };
-        let timer = libc::itimerval { it_interval: t, it_value: t };
-        libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
-    }
+    common::alarm_every(tick_us, on_alarm);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tids: Arc<Vec<AtomicI32>> = Arc::new((0..threads).map(|_| AtomicI32::new(0)).collect());
@@ -208,10 +205,7 @@ fn main() {
     migrator.join().unwrap();
     let spilled_count = remote.join().expect("remote thread panicked");
     held.append(&mut SPILLED.lock().unwrap());
-    unsafe {
-        let zero: libc::itimerval = std::mem::zeroed();
-        libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
-    }
+    common::stop_alarm();
 
     let cached = Mutex::new(0usize);
     for cpu in 0..ncpu {

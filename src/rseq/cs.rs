@@ -1,10 +1,14 @@
 //! The critical sections of `asm/percpu_x86_64.S` as Rust sees them: extern
 //! declarations with their safety contracts, and the control block they read.
+//!
+//! Each entry point below is an indirect function: the loader binds it once
+//! to the mainline or the region copy of its section (`super::regions`), so
+//! a call through it costs what a call to either copy would.
 
 use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
 use memoffset::offset_of;
 
-use super::abi::header as h;
+use super::abi::{header as h, RseqCs};
 
 /// The control block every section reads (`rseqalloc_ctl` in the asm file).
 /// Init fills it once; `ncpu` is stored last, and 0 means "not yet", which
@@ -36,6 +40,8 @@ pub const SITE_POP_BATCH: usize = h::SITE_POP_BATCH as usize;
 pub const SITE_PUSH_BATCH: usize = h::SITE_PUSH_BATCH as usize;
 /// Number of critical sections.
 pub const NUM_SITES: usize = h::NUM_SITES as usize;
+/// Number of descriptors in our part of `__rseq_cs`: each section twice.
+pub const NUM_SECTIONS: usize = h::NUM_SECTIONS as usize;
 
 extern "C" {
     /// The control block. Written by `rseq::publish` (and the test hooks)
@@ -44,6 +50,10 @@ extern "C" {
 
     /// Restart counts per section, bumped by the abort handlers.
     pub static rseqalloc_restarts: [AtomicU64; NUM_SITES];
+
+    /// Our descriptors in `__rseq_cs`, mainline and region copies (the asm
+    /// file checks their number against `NUM_SECTIONS`).
+    pub static rseqalloc_rseq_cs: [RseqCs; NUM_SECTIONS];
 
     /// Allocates a block of `size` ≤ MAX_SMALL bytes at alignment ≤ 16: a pop
     /// on the current CPU's stack of its class, or on a miss a tail call of

@@ -6,7 +6,13 @@
 //! own 32-byte area, registered lazily by each thread's first slow path; else
 //! (ENOSYS under valgrind or rr, a seccomp denial, `RSEQALLOC_MODE=fallback`)
 //! the locked fallback. We never register beside glibc and never write the
-//! kernel's fields: only `rseq_cs`, from the asm.
+//! kernel's fields: only `rseq_cs`, from the asm's mainline copies.
+//!
+//! On a kernel with restart regions (kernel-patch/), the loader has bound
+//! the sections to their region copies (`regions`), and the mode is
+//! `Region`: the same areas supply the cache index, but no section stores a
+//! descriptor, because the kernel holds our sections in its per-process
+//! table, registered here before the sections are published.
 //!
 //! Sections find a thread's area through `area_delta` in our own TLS block
 //! (asm/abi.h). It starts at 0, naming our own, unregistered area whose index
@@ -15,8 +21,9 @@
 
 pub mod abi;
 pub mod cs;
+pub mod regions;
 
-use core::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
 
 use crate::config::{Config, ModeRequest};
 use crate::os;
@@ -30,6 +37,7 @@ use cs::rseqalloc_ctl as CTL;
 /// let v = Box::new(1u8); // any allocation through RseqAlloc brings it up
 /// match rseqalloc::stats().mode {
 ///     Mode::RseqGlibc | Mode::RseqOwn => println!("restartable sequences"),
+///     Mode::Region => println!("the patched kernel's restart regions"),
 ///     Mode::Fallback => println!("no rseq here: sched_getcpu and try-locks"),
 ///     Mode::Uninit => println!("RseqAlloc has not allocated yet"),
 /// }
@@ -45,6 +53,10 @@ pub enum Mode {
     RseqOwn,
     /// No critical sections: `sched_getcpu` plus a per-CPU try-lock.
     Fallback,
+    /// Descriptor-free critical sections registered once as the kernel's
+    /// restart regions (kernel-patch/, `PR_RSEQ_REGIONS`); the cache index
+    /// still comes from glibc's rseq area or our own.
+    Region,
 }
 
 /// What a CPU cache index means.
@@ -73,6 +85,7 @@ pub fn mode() -> Mode {
         1 => Mode::RseqGlibc,
         2 => Mode::RseqOwn,
         3 => Mode::Fallback,
+        4 => Mode::Region,
         _ => Mode::Uninit,
     }
 }
@@ -94,9 +107,13 @@ enum OwnState {
     Failed = 2,
 }
 
+/// Whether sections read the index from our own area (registered per
+/// thread) rather than glibc's.
+static OWN_AREA: AtomicBool = AtomicBool::new(false);
+
 /// Chooses the mode for the process. Runs once, from init, on the first
 /// allocating thread. Returns the mode and the thread-pointer offset of the
-/// area that critical sections will arm (meaningless in fallback).
+/// area that critical sections will read (meaningless in fallback).
 pub fn choose_mode(config: &Config) -> (Mode, isize) {
     if config.mode == ModeRequest::Fallback {
         return (Mode::Fallback, 0);
@@ -105,16 +122,28 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     let mut size: u32 = 0;
     // SAFETY: both out-pointers are locals.
     let glibc = unsafe { cs::rseqalloc_glibc_rseq(&mut offset, &mut size) };
-    if glibc && size > 0 {
-        return (Mode::RseqGlibc, offset);
-    }
-    if register_own_thread(own_tls()) {
+    let (mode, area_off) = if glibc && size > 0 {
+        (Mode::RseqGlibc, offset)
+    } else if register_own_thread(own_tls()) {
+        OWN_AREA.store(true, Ordering::Relaxed);
         // SAFETY: a plain read of a link-time constant.
-        return (Mode::RseqOwn, unsafe { cs::rseqalloc_own_tls_offset() });
+        (Mode::RseqOwn, unsafe { cs::rseqalloc_own_tls_offset() })
+    } else {
+        if config.mode == ModeRequest::Rseq {
+            os::write_stderr(b"rseqalloc: RSEQALLOC_MODE=rseq, but rseq(2) is unavailable; using the fallback\n");
+        }
+        return (Mode::Fallback, 0);
+    };
+    // The loader already bound the sections (`regions`); the region copies
+    // are only safe once the kernel holds their table. If it refuses it,
+    // the fallback keeps every section missing (ncpu stays 0).
+    if !regions::rseqalloc_regions_chosen() {
+        return (mode, area_off);
     }
-    if config.mode == ModeRequest::Rseq {
-        os::write_stderr(b"rseqalloc: RSEQALLOC_MODE=rseq, but rseq(2) is unavailable; using the fallback\n");
+    if regions::register() {
+        return (Mode::Region, area_off);
     }
+    os::write_stderr(b"rseqalloc: the kernel refused our restart regions; using the fallback\n");
     (Mode::Fallback, 0)
 }
 
@@ -155,6 +184,7 @@ pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncp
         Mode::RseqGlibc => 1,
         Mode::RseqOwn => 2,
         Mode::Fallback => 3,
+        Mode::Region => 4,
     };
     MODE.store(code, Ordering::Release);
 }
@@ -168,9 +198,9 @@ pub fn current_index() -> Option<usize> {
     match mode() {
         Mode::Uninit => None,
         Mode::Fallback => os::current_cpu(),
-        Mode::RseqGlibc | Mode::RseqOwn => {
+        Mode::RseqGlibc | Mode::RseqOwn | Mode::Region => {
             let tls = own_tls();
-            if mode() == Mode::RseqOwn && !register_own_thread(tls) {
+            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread(tls) {
                 return None;
             }
             // SAFETY: a plain read of a link-time constant.

@@ -4,13 +4,14 @@
 use rseqalloc::Mode;
 
 /// The mode the test runner says this run must be in
-/// (`RSEQALLOC_EXPECT_MODE=glibc|own|fallback`), if it says.
+/// (`RSEQALLOC_EXPECT_MODE=glibc|own|fallback|region`), if it says.
 pub fn expected_mode() -> Option<Mode> {
     match std::env::var("RSEQALLOC_EXPECT_MODE").ok()?.as_str() {
         "glibc" => Some(Mode::RseqGlibc),
         "own" => Some(Mode::RseqOwn),
         "fallback" => Some(Mode::Fallback),
-        other => panic!("RSEQALLOC_EXPECT_MODE={other}: expected glibc, own or fallback"),
+        "region" => Some(Mode::Region),
+        other => panic!("RSEQALLOC_EXPECT_MODE={other}: expected glibc, own, fallback or region"),
     }
 }
 
@@ -21,6 +22,27 @@ pub fn check_mode(test: &str) {
     if let Some(want) = expected_mode() {
         assert_eq!(stats.mode, want, "{test}: wrong mode");
     }
+}
+
+/// Delivers SIGALRM to `handler` every `us` microseconds, to whichever
+/// thread the kernel picks: signals force restarts of sections in flight.
+pub fn alarm_every(us: i64, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: installs a handler the caller provides (it must be
+    // async-signal-safe) and arms the process's real-time timer.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let t = libc::timeval { tv_sec: 0, tv_usec: us };
+        libc::setitimer(libc::ITIMER_REAL, &libc::itimerval { it_interval: t, it_value: t }, std::ptr::null_mut());
+    }
+}
+
+/// Stops the timer `alarm_every` started.
+pub fn stop_alarm() {
+    // SAFETY: disarms the process's real-time timer.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &std::mem::zeroed(), std::ptr::null_mut()) };
 }
 
 /// A small xorshift generator: deterministic, allocation-free.
