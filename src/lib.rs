@@ -28,7 +28,9 @@
 //!  transfer    the middle end: batches between CPUs, one lock per batch
 //!  central     spans carved into objects, per size class
 //!  pagemap     the arena, its class map and span table, the page heap
-//!  large       one mapping per big block; realloc by mremap
+//!  medium      32 KiB–1 MiB blocks: runs of granules from the page heap
+//!  large       one mapping per big block, a bounded cache of freed ones;
+//!              realloc by mremap
 //!  registry    the set of live large blocks (which pointers are ours)
 //!  rseq        mode choice, area registration; rseq/cs: the asm sections
 //!  size_class  sizes, one-load lookup, batch and capacity shape
@@ -38,7 +40,8 @@
 //! ## Glossary
 //! - **OS page**: the 4 KiB hardware page.
 //! - **granule**: 64 KiB of the arena; a **span** is 1 or 4 granules carved
-//!   into objects of one size class.
+//!   into objects of one size class; a **run** is 1 to 16 granules holding
+//!   one medium block.
 //! - **region**: one CPU cache: 128 KiB holding a stack per size class.
 //! - **cache index**: a CPU id, or the kernel's `mm_cid` (a per-process
 //!   concurrency id, so a 4-thread process uses 4 caches on any host).
@@ -50,8 +53,10 @@
 //!   stack is non-empty / not full: one call into a section, no atomics, no
 //!   fences, no locks (README: instruction counts).
 //! - Slow (`#[cold]`): a miss refills or flushes a batch through the middle
-//!   end under one spin lock; first use of a CPU lays its region out; big
-//!   blocks are `mmap`ed; over-aligned layouts pick a coarser class.
+//!   end under one spin lock; first use of a CPU lays its region out; medium
+//!   blocks (≤ 1 MiB) take a run under the page heap lock, no system call;
+//!   bigger ones are `mmap`ed unless a cached mapping fits; over-aligned
+//!   layouts pick a coarser class.
 //!
 //! ## Modes
 //! The process picks one mode at its first allocation ([`Mode`]): glibc's
@@ -73,6 +78,7 @@ mod fallback;
 mod global;
 mod init;
 mod large;
+mod medium;
 mod os;
 mod pagemap;
 mod percpu;
@@ -105,10 +111,11 @@ pub fn stats() -> Stats {
 }
 
 /// Returns free memory to the OS and says how many bytes of arena pages
-/// went back (`malloc_trim` in the C API). The calling thread's CPU cache
+/// and cached mappings went back (`malloc_trim` in the C API). The calling thread's CPU cache
 /// (every cache in fallback mode) and the transfer caches go back to their
-/// spans, spans left empty go to the page heap, and every free granule's
-/// pages are given back with `madvise(MADV_DONTNEED)`. Other CPUs' caches
+/// spans, spans left empty go to the page heap, every free granule's
+/// pages are given back with `madvise(MADV_DONTNEED)`, and the cache of
+/// freed large mappings is unmapped (its bytes count too). Other CPUs' caches
 /// keep their objects: under rseq only a thread running there may touch them.
 ///
 /// ```
@@ -120,5 +127,5 @@ pub fn stats() -> Stats {
 pub fn trim() -> usize {
     percpu::flush_current();
     transfer::drain();
-    pagemap::release_free()
+    pagemap::release_free() + large::release_cached(0)
 }

@@ -1,16 +1,24 @@
 //! The arena and its maps: one reservation of address space holding every
 //! span, the class map that gives any pointer's size class in one byte load,
 //! the span table, and the page heap that hands out and takes back 64 KiB
-//! granules (so an emptied span's memory serves any class).
+//! granules (so an emptied span's memory serves any class), as spans or as
+//! the runs of n contiguous granules that hold medium blocks (`medium.rs`).
 //!
 //! ```text
 //!  arena:  | chunk 0 (2 MiB = 32 granules) | chunk 1 | ... committed on demand
 //!  granule g = (p - base) >> 16
-//!  class_map[g]  class of the span covering g (0: free, large, or foreign)
+//!  class_map[g]  class of the span covering g (0: free, large, or foreign),
+//!                or RUN_HEAD + n at a medium run's first granule, RUN_BODY after
 //!  spans[g]      Span metadata, valid at a span's first granule
 //!  chunk_free[c] bit i set: granule c*32+i is free (committed chunks only)
 //!  released[c]   bit i set: that free granule's pages went back to the OS
+//!  fresh[c]      bit i set: that free granule was never handed out
 //! ```
+//!
+//! Runs never straddle a chunk, so a run is a bit pattern in one word of
+//! `chunk_free`; the class map's marker gives a run's start and length in one
+//! byte load, and every marker is written under the page heap lock, so a free
+//! that re-reads it under the lock cannot race another free of the same run.
 //!
 //! `release_free` gives free granules' pages back (`madvise`); a granule
 //! stays committed, so handing it out again only costs the page faults.
@@ -18,18 +26,25 @@
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::os;
-use crate::size_class::SizeClass;
+use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::SpinLock;
 
 /// Span granularity: every span is 1 or 4 granules, aligned to its size.
 pub const GRANULE_SHIFT: u32 = 16;
 /// 64 KiB.
 pub const GRANULE: usize = 1 << GRANULE_SHIFT;
-const CHUNK_GRANULES: usize = 32;
+/// Granules per chunk, and the longest run (runs never straddle chunks).
+pub const CHUNK_GRANULES: usize = 32;
 /// The unit of address space made usable at a time: a 2 MiB huge page.
 const CHUNK: usize = GRANULE * CHUNK_GRANULES;
 /// Reservation sizes tried in turn (`ulimit -v`, overcommit=2 refuse big ones).
 const RESERVATIONS: [usize; 5] = [64 << 30, 16 << 30, 4 << 30, 1 << 30, 256 << 20];
+
+/// Class-map byte of a medium run's granules after the first.
+const RUN_BODY: u8 = 0x80;
+/// Class-map byte of a medium run's first granule, plus its length.
+const RUN_HEAD: u8 = 0xC0;
+const _: () = assert!(NUM_CLASSES <= RUN_BODY as usize && RUN_HEAD as usize + CHUNK_GRANULES <= u8::MAX as usize);
 
 /// Per-span metadata, kept outside the span so the span holds only objects.
 #[repr(C)]
@@ -63,6 +78,8 @@ struct PageHeap {
     chunk_free: *mut u32,
     /// `released` array (one u32 per chunk): subset of the free bits.
     released: *mut u32,
+    /// `fresh` array (one u32 per chunk): subset of the free bits.
+    fresh: *mut u32,
     /// Chunks made read-write so far, from the arena base up.
     committed: usize,
     /// No chunk below this has a free granule.
@@ -75,6 +92,7 @@ unsafe impl Send for PageHeap {}
 static HEAP: SpinLock<PageHeap> = SpinLock::new(PageHeap {
     chunk_free: core::ptr::null_mut(),
     released: core::ptr::null_mut(),
+    fresh: core::ptr::null_mut(),
     committed: 0,
     lowest_free: 0,
 });
@@ -88,7 +106,7 @@ pub fn init() -> bool {
         }
         let granules = size / GRANULE;
         let chunks = granules / CHUNK_GRANULES;
-        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 8;
+        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 12;
         let meta = os::map(meta_len);
         if meta.is_null() {
             // SAFETY: the reservation was just made and is unused.
@@ -100,6 +118,7 @@ pub fn init() -> bool {
         let mut heap = HEAP.lock();
         heap.chunk_free = chunk_free as *mut u32;
         heap.released = (chunk_free + chunks * 4) as *mut u32;
+        heap.fresh = (chunk_free + chunks * 8) as *mut u32;
         drop(heap);
         CLASS_MAP.store(meta as usize, Ordering::Relaxed);
         SPANS.store(spans, Ordering::Relaxed);
@@ -172,9 +191,7 @@ pub unsafe fn span(g: usize) -> &'static mut Span {
 /// arena is exhausted or the kernel refuses memory.
 pub fn alloc_span(class: SizeClass) -> Option<usize> {
     let n = class.span_granules();
-    let mut heap = HEAP.lock();
-    let g = heap.find(n).or_else(|| heap.grow().and_then(|_| heap.find(n)))?;
-    drop(heap);
+    let (g, _) = HEAP.lock().take_or_grow(n, n)?;
     set_class(g, n, class.index() as u8);
     Some(g)
 }
@@ -187,12 +204,99 @@ pub fn alloc_span(class: SizeClass) -> Option<usize> {
 pub unsafe fn free_span(g: usize, class: SizeClass) {
     let n = class.span_granules();
     set_class(g, n, 0);
+    HEAP.lock().put(g, n);
+}
+
+/// Where `p` lies among medium runs: read without the lock, so only the
+/// owner of a live run may trust a `Start` (anyone may ask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunAt {
+    /// `p` is the start of the run of `n` granules beginning at granule `g`.
+    Start { g: usize, n: usize },
+    /// `p` is inside a run, but not at its start.
+    Inside,
+    /// `p` is in no run (a span, a free granule, or outside the arena).
+    Outside,
+}
+
+/// Looks `p` up in the class map: one byte load.
+#[inline]
+pub fn run_at(p: *const u8) -> RunAt {
+    let Some(g) = granule_of(p) else { return RunAt::Outside };
+    match class_byte(g) {
+        byte if byte > RUN_HEAD && p == granule_base(g).cast_const() => {
+            RunAt::Start { g, n: (byte - RUN_HEAD) as usize }
+        }
+        byte if byte >= RUN_BODY => RunAt::Inside,
+        _ => RunAt::Outside,
+    }
+}
+
+/// Takes a run of `n` ≤ CHUNK_GRANULES free granules starting at a multiple
+/// of `align` (a power of two ≤ CHUNK_GRANULES), committing a chunk if
+/// needed, and marks it in the class map. Returns its first granule and a
+/// mask of its granules known to read as zero (bit i: granule g + i was never
+/// handed out, or was released since). None when the arena is exhausted.
+pub fn alloc_run(n: usize, align: usize) -> Option<(usize, u32)> {
+    debug_assert!((1..=CHUNK_GRANULES).contains(&n) && align.is_power_of_two() && align <= CHUNK_GRANULES);
     let mut heap = HEAP.lock();
-    let chunk = g / CHUNK_GRANULES;
-    let bits = ((1u64 << n) - 1) as u32;
-    // SAFETY: chunk < committed because g came from alloc_span.
-    unsafe { *heap.chunk_free.add(chunk) |= bits << (g % CHUNK_GRANULES) };
-    heap.lowest_free = heap.lowest_free.min(chunk);
+    let (g, clean) = heap.take_or_grow(n, align)?;
+    mark_run(g, n);
+    Some((g, clean))
+}
+
+/// Frees the run starting exactly at `p`, re-checking the class map under the
+/// lock; returns its length in granules, or None (touching nothing) when `p`
+/// is not the start of a live run.
+///
+/// # Safety
+/// If `p` starts a live run, the caller gives the block up.
+pub unsafe fn free_run(p: *const u8) -> Option<usize> {
+    let mut heap = HEAP.lock();
+    let RunAt::Start { g, n } = run_at(p) else { return None };
+    set_class(g, n, 0);
+    heap.put(g, n);
+    Some(n)
+}
+
+/// Resizes the live run of `n` granules at `g` to `m` granules in place:
+/// shrinking frees its tail; growing takes the free granules after it, if
+/// they are free and in the same chunk. Returns whether it did.
+///
+/// # Safety
+/// The run of `n` granules at `g` is live and the caller owns it.
+pub unsafe fn resize_run(g: usize, n: usize, m: usize) -> bool {
+    let mut heap = HEAP.lock();
+    if class_byte(g) != RUN_HEAD + n as u8 {
+        return false; // the caller's promise is broken: leave the map alone
+    }
+    if m < n {
+        set_class(g + m, n - m, 0);
+        heap.put(g + m, n - m);
+    } else if m > n {
+        let (c, i) = (g / CHUNK_GRANULES, g % CHUNK_GRANULES);
+        if i + m > CHUNK_GRANULES {
+            return false;
+        }
+        let bits = ((1u64 << (m - n)) - 1) as u32;
+        // SAFETY: c < committed: the run is in a committed chunk.
+        if unsafe { *heap.chunk_free.add(c) } >> (i + n) & bits != bits {
+            return false;
+        }
+        heap.take(c, bits << (i + n));
+    }
+    mark_run(g, m);
+    true
+}
+
+fn mark_run(g: usize, n: usize) {
+    set_class(g, 1, RUN_HEAD + n as u8);
+    set_class(g + 1, n - 1, RUN_BODY);
+}
+
+fn class_byte(g: usize) -> u8 {
+    // SAFETY: callers pass g < GRANULES, the length of the class map.
+    unsafe { *(CLASS_MAP.load(Ordering::Relaxed) as *const u8).add(g) }
 }
 
 fn set_class(g: usize, n: usize, byte: u8) {
@@ -256,33 +360,70 @@ pub fn mapped_bytes() -> u64 {
 }
 
 impl PageHeap {
-    /// Finds and takes `n` (1 or 4) free granules aligned to `n`.
-    fn find(&mut self, n: usize) -> Option<usize> {
+    /// `find`, committing a new chunk if no committed one has room.
+    fn take_or_grow(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
+        self.find(n, align).or_else(|| self.grow().and_then(|_| self.find(n, align)))
+    }
+
+    /// Finds and takes the lowest run of `n` free granules starting at a
+    /// multiple of `align`: address-ordered first fit, as jemalloc places
+    /// extents. Returns the first granule and the run's clean mask (see
+    /// `alloc_run`). A few word operations per chunk visited.
+    fn find(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
+        /// Per log2(align): the bit positions that are multiples of align.
+        const ALIGNED: [u32; 6] = [u32::MAX, 0x5555_5555, 0x1111_1111, 0x0101_0101, 0x0001_0001, 1];
         for c in self.lowest_free..self.committed {
             // SAFETY: c < committed ≤ number of chunks.
-            let word = unsafe { &mut *self.chunk_free.add(c) };
-            let usable = if n == 1 {
-                *word
-            } else {
-                // A bit survives where it and its three successors are free,
-                // at quad-aligned positions.
-                *word & (*word >> 1) & (*word >> 2) & (*word >> 3) & 0x1111_1111
-            };
-            if usable != 0 {
-                let i = usable.trailing_zeros() as usize;
-                let bits = (((1u64 << n) - 1) as u32) << i;
-                *word &= !bits;
-                // SAFETY: as above.
-                let released = unsafe { &mut *self.released.add(c) };
-                RELEASED.fetch_sub(((*released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
-                *released &= !bits;
-                return Some(c * CHUNK_GRANULES + i);
-            }
-            if *word == 0 && c == self.lowest_free {
+            let word = unsafe { *self.chunk_free.add(c) };
+            if word == 0 && c == self.lowest_free {
                 self.lowest_free += 1;
+            }
+            if (word.count_ones() as usize) < n {
+                continue;
+            }
+            // Bit i survives where granules i..i+len are all free, doubling
+            // len; bits shifted in from above are zero, so no run leaves
+            // the chunk.
+            let (mut starts, mut len) = (word, 1);
+            while 2 * len <= n {
+                starts &= starts >> len;
+                len *= 2;
+            }
+            if len < n {
+                starts &= starts >> (n - len);
+            }
+            starts &= ALIGNED[align.trailing_zeros() as usize];
+            if starts != 0 {
+                let i = starts.trailing_zeros() as usize;
+                let clean = self.take(c, (((1u64 << n) - 1) as u32) << i);
+                return Some((c * CHUNK_GRANULES + i, clean >> i));
             }
         }
         None
+    }
+
+    /// Takes the free granules `bits` of chunk `c`; returns which of them
+    /// read as zero (fresh or released).
+    fn take(&mut self, c: usize, bits: u32) -> u32 {
+        // SAFETY: the caller passes c < committed ≤ number of chunks.
+        let (word, released, fresh) =
+            unsafe { (&mut *self.chunk_free.add(c), &mut *self.released.add(c), &mut *self.fresh.add(c)) };
+        debug_assert_eq!(*word & bits, bits);
+        *word &= !bits;
+        RELEASED.fetch_sub(((*released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
+        let clean = (*released | *fresh) & bits;
+        *released &= !bits;
+        *fresh &= !bits;
+        clean
+    }
+
+    /// Gives back the `n` granules from `g` (inside one chunk).
+    fn put(&mut self, g: usize, n: usize) {
+        let chunk = g / CHUNK_GRANULES;
+        let bits = ((1u64 << n) - 1) as u32;
+        // SAFETY: chunk < committed because g came from the heap.
+        unsafe { *self.chunk_free.add(chunk) |= bits << (g % CHUNK_GRANULES) };
+        self.lowest_free = self.lowest_free.min(chunk);
     }
 
     /// Commits the next chunk of the reservation.
@@ -297,7 +438,10 @@ impl PageHeap {
             return None;
         }
         // SAFETY: committed < chunks, the length of chunk_free.
-        unsafe { *self.chunk_free.add(self.committed) = u32::MAX };
+        unsafe {
+            *self.chunk_free.add(self.committed) = u32::MAX;
+            *self.fresh.add(self.committed) = u32::MAX;
+        }
         self.committed += 1;
         MAPPED.fetch_add(CHUNK as u64, Ordering::Relaxed);
         Some(())
