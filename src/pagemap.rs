@@ -359,6 +359,24 @@ pub fn mapped_bytes() -> u64 {
     MAPPED.load(Ordering::Relaxed)
 }
 
+/// The positions in `free` (bit i: granule i of a chunk is free) where a run
+/// of `n` free granules starts at a multiple of `align` (powers of two ≤ 32).
+/// Bit i survives where granules i..i+len are all free, doubling len; bits
+/// shifted in from above are zero, so no run leaves the chunk.
+fn run_starts(free: u32, n: usize, align: usize) -> u32 {
+    /// Per log2(align): the bit positions that are multiples of align.
+    const ALIGNED: [u32; 6] = [u32::MAX, 0x5555_5555, 0x1111_1111, 0x0101_0101, 0x0001_0001, 1];
+    let (mut starts, mut len) = (free, 1);
+    while 2 * len <= n {
+        starts &= starts >> len;
+        len *= 2;
+    }
+    if len < n {
+        starts &= starts >> (n - len);
+    }
+    starts & ALIGNED[align.trailing_zeros() as usize]
+}
+
 impl PageHeap {
     /// `find`, committing a new chunk if no committed one has room.
     fn take_or_grow(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
@@ -370,8 +388,6 @@ impl PageHeap {
     /// extents. Returns the first granule and the run's clean mask (see
     /// `alloc_run`). A few word operations per chunk visited.
     fn find(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
-        /// Per log2(align): the bit positions that are multiples of align.
-        const ALIGNED: [u32; 6] = [u32::MAX, 0x5555_5555, 0x1111_1111, 0x0101_0101, 0x0001_0001, 1];
         for c in self.lowest_free..self.committed {
             // SAFETY: c < committed ≤ number of chunks.
             let word = unsafe { *self.chunk_free.add(c) };
@@ -381,18 +397,7 @@ impl PageHeap {
             if (word.count_ones() as usize) < n {
                 continue;
             }
-            // Bit i survives where granules i..i+len are all free, doubling
-            // len; bits shifted in from above are zero, so no run leaves
-            // the chunk.
-            let (mut starts, mut len) = (word, 1);
-            while 2 * len <= n {
-                starts &= starts >> len;
-                len *= 2;
-            }
-            if len < n {
-                starts &= starts >> (n - len);
-            }
-            starts &= ALIGNED[align.trailing_zeros() as usize];
+            let starts = run_starts(word, n, align);
             if starts != 0 {
                 let i = starts.trailing_zeros() as usize;
                 let clean = self.take(c, (((1u64 << n) - 1) as u32) << i);
@@ -445,5 +450,69 @@ impl PageHeap {
         self.committed += 1;
         MAPPED.fetch_add(CHUNK as u64, Ordering::Relaxed);
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn run_starts_are_exactly_the_aligned_free_runs(free: u32, n in 1usize..=32, shift in 0u32..=5) {
+            let align = 1usize << shift;
+            let want = (0..32usize)
+                .filter(|&i| i % align == 0 && i + n <= 32 && (i..i + n).all(|j| free >> j & 1 == 1))
+                .fold(0u32, |m, i| m | 1 << i);
+            prop_assert_eq!(run_starts(free, n, align), want);
+        }
+    }
+
+    fn is_free(g: usize, n: usize) -> bool {
+        let heap = HEAP.lock();
+        let bits = ((1u64 << n) - 1) as u32;
+        // SAFETY: g is a granule of a committed chunk (it held a run).
+        unsafe { *heap.chunk_free.add(g / CHUNK_GRANULES) >> (g % CHUNK_GRANULES) & bits == bits }
+    }
+
+    // With the C API, libtest's own mallocs share the page heap and could take
+    // a granule between a free and the check that it is free.
+    #[cfg(not(feature = "capi"))]
+    #[test]
+    fn runs_are_marked_aligned_resized_and_freed_once() {
+        assert!(crate::init::ensure());
+        for n in [1, 2, 3, 5, 16, 17, 32] {
+            for align in [1, 2, 8, 32] {
+                let (g, _) = alloc_run(n, align).expect("arena space");
+                let p = granule_base(g);
+                assert_eq!(g % align, 0, "run of {n} at {g} not aligned to {align} granules");
+                assert!(!is_free(g, 1));
+                assert_eq!(run_at(p), RunAt::Start { g, n });
+                assert_eq!(class_of(p), None, "a run is not a size class");
+                assert_eq!(run_at(p.wrapping_add(16)), RunAt::Inside);
+                assert_eq!(run_at(p.wrapping_add(n * GRANULE - 1)), RunAt::Inside);
+                if n > 1 {
+                    assert_eq!(run_at(p.wrapping_add(GRANULE)), RunAt::Inside);
+                    // SAFETY: the run is live and ours.
+                    assert!(unsafe { resize_run(g, n, 1) });
+                    assert!(is_free(g + 1, n - 1), "a shrink frees the tail");
+                    assert_eq!(run_at(p), RunAt::Start { g, n: 1 });
+                    // SAFETY: as above.
+                    assert!(unsafe { resize_run(g, 1, n) }, "the freed tail can be taken back");
+                    assert_eq!(run_at(p), RunAt::Start { g, n });
+                    // SAFETY: as above. Not past the end of the chunk.
+                    assert!(!unsafe { resize_run(g, n, CHUNK_GRANULES + 1 - g % CHUNK_GRANULES) });
+                }
+                // SAFETY: the run is ours; interior pointers are refused.
+                unsafe {
+                    assert_eq!(free_run(p.wrapping_add(GRANULE * (n - 1) + 64)), None);
+                    assert_eq!(free_run(p), Some(n));
+                    assert_eq!(free_run(p), None, "freed twice");
+                }
+                assert!(is_free(g, n), "a freed run's granules are free again");
+                assert_eq!(run_at(p), RunAt::Outside);
+            }
+        }
     }
 }
