@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::check::{self, Bad};
 use crate::global::{alloc_big, free_big, resize_big};
+use crate::medium::Intent;
 use crate::os::{self, OS_PAGE};
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
@@ -49,15 +50,15 @@ fn alloc(size: usize) -> *mut u8 {
             return p;
         }
     }
-    alloc_slow(size, MIN_ALIGN, false)
+    alloc_slow(size, MIN_ALIGN, Intent::Plain)
 }
 
 /// Any size at any power-of-two alignment: over-aligned classes, medium and
-/// large blocks (zeroed with `zero`; a small block is not), re-entry during
+/// large blocks (for `intent`, which a small block ignores), re-entry during
 /// init, and failure.
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+fn alloc_slow(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if size <= PTRDIFF_MAX {
         let p = match SizeClass::for_layout(size, align) {
             Some(class) => {
@@ -68,7 +69,7 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
                 }
                 p
             }
-            None => alloc_big(size, align, zero),
+            None => alloc_big(size, align, intent),
         };
         if !p.is_null() {
             return p;
@@ -95,7 +96,7 @@ fn memalign_any(align: usize, size: usize) -> *mut u8 {
     if align > usize::MAX / 2 + 1 {
         return fail(libc::EINVAL); // cannot be rounded up to a power of two
     }
-    alloc_slow(size, align.next_power_of_two(), false)
+    alloc_slow(size, align.next_power_of_two(), Intent::Plain)
 }
 
 /// Frees any pointer `free` may see; `op` names the C function for a
@@ -176,7 +177,8 @@ unsafe fn resize(p: *mut u8, size: usize) -> *mut u8 {
         }
         None => {}
     }
-    let q = alloc(size);
+    // A block growing past the classes is placed where it can go on growing.
+    let q = if size > MAX_SMALL && size > old { alloc_slow(size, MIN_ALIGN, Intent::Growing) } else { alloc(size) };
     if !q.is_null() {
         // SAFETY: both blocks are live and distinct; the copy fits both.
         unsafe {
@@ -209,7 +211,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(total) = n.checked_mul(size) else { return fail(libc::ENOMEM).cast() };
     if total > MAX_SMALL {
-        return alloc_slow(total, MIN_ALIGN, true).cast();
+        return alloc_slow(total, MIN_ALIGN, Intent::Zeroed).cast();
     }
     let p = alloc(total);
     if !p.is_null() {

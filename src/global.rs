@@ -6,7 +6,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 
 use crate::large;
-use crate::medium::{self, MAX_MEDIUM};
+use crate::medium::{self, Intent, MAX_MEDIUM};
 use crate::percpu;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
@@ -61,7 +61,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
                 }
                 p
             }
-            None => alloc_big(layout.size(), layout.align(), true),
+            None => alloc_big(layout.size(), layout.align(), Intent::Zeroed),
         }
     }
 
@@ -85,8 +85,13 @@ unsafe impl GlobalAlloc for RseqAlloc {
         // SAFETY: the new layout is valid: the caller guarantees new_size
         // rounded to align does not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: a valid layout with non-zero size.
-        let new = unsafe { self.alloc(new_layout) };
+        let new = if new_class.is_none() && new_size > layout.size() {
+            // Growing: placed where it can go on growing in place.
+            alloc_big(new_size, align, Intent::Growing)
+        } else {
+            // SAFETY: a valid layout with non-zero size.
+            unsafe { self.alloc(new_layout) }
+        };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct; the copy fits both.
             unsafe {
@@ -104,7 +109,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
 fn alloc_unusual(layout: Layout) -> *mut u8 {
     match SizeClass::for_layout(layout.size(), layout.align()) {
         Some(class) => percpu::alloc(class),
-        None => alloc_big(layout.size(), layout.align(), false),
+        None => alloc_big(layout.size(), layout.align(), Intent::Plain),
     }
 }
 
@@ -125,16 +130,16 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
 }
 
 /// A block no size class serves: a medium run when the layout fits one and
-/// the arena has room, else a mapping. With `zero`, the block reads as zero
-/// (each writes zeros only where memory may be dirty). Null when out of memory.
-pub(crate) fn alloc_big(size: usize, align: usize, zero: bool) -> *mut u8 {
+/// the arena has room, else a mapping. A zeroed block is written only where
+/// its memory may be dirty. Null when out of memory.
+pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if medium::fits(size, align) {
-        let p = medium::alloc(size, align, zero);
+        let p = medium::alloc(size, align, intent);
         if !p.is_null() {
             return p;
         }
     }
-    large::alloc(size, align, zero)
+    large::alloc(size, align, intent == Intent::Zeroed)
 }
 
 /// Frees a medium or large block; false, touching nothing, if `p` is

@@ -30,6 +30,18 @@ const _: () = assert!(MAX_MEDIUM / GRANULE <= pagemap::CHUNK_GRANULES / 2);
 /// 256 KiB the system call and the faults cost about what the memset does.
 const DROP_TO_ZERO: usize = 256 * 1024;
 
+/// What a new block is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// Any contents.
+    Plain,
+    /// Its bytes must read as zero (`alloc_zeroed`, `calloc`).
+    Zeroed,
+    /// A `realloc` moves a growing block here: place it where it can go on
+    /// growing in place (room for a whole `MAX_MEDIUM` run after its start).
+    Growing,
+}
+
 /// Bytes of live medium runs (whole granules).
 static IN_USE: AtomicU64 = AtomicU64::new(0);
 
@@ -44,21 +56,22 @@ fn granules(size: usize) -> usize {
     size.div_ceil(GRANULE).max(1)
 }
 
-/// Takes a run for `size` bytes at `align` (as `fits`); with `zero`, its
-/// first `size` bytes read as zero, written only where granules may be
+/// Takes a run for `size` bytes at `align` (as `fits`) for `intent`; a
+/// zeroed block's first `size` bytes are written only where granules may be
 /// dirty. Null if the arena is exhausted or not up (the caller maps instead).
-pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+pub fn alloc(size: usize, align: usize, intent: Intent) -> *mut u8 {
     debug_assert!(fits(size, align));
     if !crate::init::ensure() {
         return core::ptr::null_mut();
     }
     let n = granules(size);
-    let Some((g, clean)) = pagemap::alloc_run(n, granules(align)) else {
+    let room = if intent == Intent::Growing { MAX_MEDIUM / GRANULE } else { n };
+    let Some((g, clean)) = pagemap::alloc_run(n, granules(align), room) else {
         return core::ptr::null_mut();
     };
     IN_USE.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
     let block = pagemap::granule_base(g);
-    if zero {
+    if intent == Intent::Zeroed {
         // SAFETY: the run was just taken for us and is n granules long.
         unsafe { zero_dirty(block, size, !clean & (((1u64 << n) - 1) as u32)) };
     }

@@ -191,7 +191,7 @@ pub unsafe fn span(g: usize) -> &'static mut Span {
 /// arena is exhausted or the kernel refuses memory.
 pub fn alloc_span(class: SizeClass) -> Option<usize> {
     let n = class.span_granules();
-    let (g, _) = HEAP.lock().take_or_grow(n, n)?;
+    let (g, _) = HEAP.lock().take_or_grow(n, n, n)?;
     set_class(g, n, class.index() as u8);
     Some(g)
 }
@@ -234,13 +234,15 @@ pub fn run_at(p: *const u8) -> RunAt {
 
 /// Takes a run of `n` ≤ CHUNK_GRANULES free granules starting at a multiple
 /// of `align` (a power of two ≤ CHUNK_GRANULES), committing a chunk if
-/// needed, and marks it in the class map. Returns its first granule and a
-/// mask of its granules known to read as zero (bit i: granule g + i was never
-/// handed out, or was released since). None when the arena is exhausted.
-pub fn alloc_run(n: usize, align: usize) -> Option<(usize, u32)> {
+/// needed, and marks it in the class map. Where the chosen chunk allows, the
+/// run starts where `room` ≥ n granules are free, so that a block expected
+/// to grow can do so in place. Returns its first granule and a mask of its
+/// granules known to read as zero (bit i: granule g + i was never handed
+/// out, or was released since). None when the arena is exhausted.
+pub fn alloc_run(n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
     debug_assert!((1..=CHUNK_GRANULES).contains(&n) && align.is_power_of_two() && align <= CHUNK_GRANULES);
     let mut heap = HEAP.lock();
-    let (g, clean) = heap.take_or_grow(n, align)?;
+    let (g, clean) = heap.take_or_grow(n, align, room.clamp(n, CHUNK_GRANULES))?;
     mark_run(g, n);
     Some((g, clean))
 }
@@ -379,15 +381,18 @@ fn run_starts(free: u32, n: usize, align: usize) -> u32 {
 
 impl PageHeap {
     /// `find`, committing a new chunk if no committed one has room.
-    fn take_or_grow(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
-        self.find(n, align).or_else(|| self.grow().and_then(|_| self.find(n, align)))
+    fn take_or_grow(&mut self, n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
+        self.find(n, align, room).or_else(|| self.grow().and_then(|_| self.find(n, align, room)))
     }
 
-    /// Finds and takes the lowest run of `n` free granules starting at a
-    /// multiple of `align`: address-ordered first fit, as jemalloc places
-    /// extents. Returns the first granule and the run's clean mask (see
-    /// `alloc_run`). A few word operations per chunk visited.
-    fn find(&mut self, n: usize, align: usize) -> Option<(usize, u32)> {
+    /// Finds and takes `n` free granules starting at a multiple of `align`:
+    /// address-ordered first fit, as jemalloc places extents, except that the
+    /// lowest start followed by `room` > n free granules wins if any chunk
+    /// has one (then every committed chunk may be visited). Returns the first
+    /// granule and the run's clean mask (see `alloc_run`). A few word
+    /// operations per chunk visited.
+    fn find(&mut self, n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
+        let mut first_fit = None;
         for c in self.lowest_free..self.committed {
             // SAFETY: c < committed ≤ number of chunks.
             let word = unsafe { *self.chunk_free.add(c) };
@@ -398,13 +403,23 @@ impl PageHeap {
                 continue;
             }
             let starts = run_starts(word, n, align);
-            if starts != 0 {
-                let i = starts.trailing_zeros() as usize;
-                let clean = self.take(c, (((1u64 << n) - 1) as u32) << i);
-                return Some((c * CHUNK_GRANULES + i, clean >> i));
+            if starts == 0 {
+                continue;
             }
+            let roomy = if room > n { run_starts(word, room, align) } else { starts };
+            if roomy != 0 {
+                return Some(self.take_run(c, roomy.trailing_zeros() as usize, n));
+            }
+            first_fit = first_fit.or(Some((c, starts.trailing_zeros() as usize)));
         }
-        None
+        first_fit.map(|(c, i)| self.take_run(c, i, n))
+    }
+
+    /// Takes the `n` free granules from granule `i` of chunk `c`; returns
+    /// the first and the run's clean mask.
+    fn take_run(&mut self, c: usize, i: usize, n: usize) -> (usize, u32) {
+        let clean = self.take(c, (((1u64 << n) - 1) as u32) << i);
+        (c * CHUNK_GRANULES + i, clean >> i)
     }
 
     /// Takes the free granules `bits` of chunk `c`; returns which of them
@@ -484,7 +499,7 @@ mod tests {
         assert!(crate::init::ensure());
         for n in [1, 2, 3, 5, 16, 17, 32] {
             for align in [1, 2, 8, 32] {
-                let (g, _) = alloc_run(n, align).expect("arena space");
+                let (g, _) = alloc_run(n, align, n).expect("arena space");
                 let p = granule_base(g);
                 assert_eq!(g % align, 0, "run of {n} at {g} not aligned to {align} granules");
                 assert!(!is_free(g, 1));

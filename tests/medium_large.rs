@@ -73,8 +73,11 @@ fn freed_runs_are_reused_and_nothing_leaks() {
         assert_eq!(RseqAlloc.alloc(l), p, "first fit hands the freed run out again");
         RseqAlloc.dealloc(p, l);
     }
-    // The same random walk twice: the second must not commit more arena,
-    // and both end with every run back in the page heap.
+    // The same random walk twice: both end with every run back in the page
+    // heap, so the second, placing its runs first-fit exactly as the first
+    // did, must not commit more arena. (Its reallocs only shrink: a block
+    // that grows is placed by another rule, which the free chunks the first
+    // walk committed would sway.)
     let walk = || {
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         let mut live: Vec<(*mut u8, Layout)> = Vec::new();
@@ -92,8 +95,9 @@ fn freed_runs_are_reused_and_nothing_leaks() {
                     live.push((p, l));
                 } else if let Some((p, l)) = live.pop() {
                     if step % 2 == 0 {
-                        let first = *p;
+                        let (first, size) = (*p, size.min(l.size()));
                         let q = RseqAlloc.realloc(p, l, size);
+                        assert_eq!(q, p, "a medium block shrinks in place");
                         assert_eq!(*q, first, "realloc kept the first byte");
                         live.insert(0, (q, layout(size, 16)));
                     } else {
@@ -145,6 +149,28 @@ fn medium_realloc_grows_and_shrinks_in_place_or_moves_intact() {
         assert!(holds(m, 1000, 9));
         assert_eq!(usable_size(m), 2 * GRANULE);
         RseqAlloc.dealloc(m, layout(100_000, 16));
+    }
+}
+
+#[test]
+fn a_block_growing_past_the_classes_is_placed_to_double_in_place() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    unsafe {
+        // Make sure some chunk has a whole MAX_MEDIUM stretch free.
+        let room = RseqAlloc.alloc(layout(MAX_MEDIUM, 16));
+        RseqAlloc.dealloc(room, layout(MAX_MEDIUM, 16));
+        let (mut p, mut size) = (RseqAlloc.alloc(layout(20_000, 8)), 20_000);
+        fill(p, size, 3);
+        p = RseqAlloc.realloc(p, layout(size, 8), GRANULE);
+        size = GRANULE;
+        let start = p;
+        for new in [2 * GRANULE, 4 * GRANULE, 8 * GRANULE, MAX_MEDIUM] {
+            p = RseqAlloc.realloc(p, layout(size, 8), new);
+            assert_eq!(p, start, "doubling to {new} moved the block");
+            size = new;
+        }
+        assert!(holds(p, 20_000, 3));
+        RseqAlloc.dealloc(p, layout(size, 8));
     }
 }
 
