@@ -3,7 +3,8 @@
 //! constructor, so programs that daemonise or drop privileges at start-up
 //! are unaffected), wakes every tick to
 //! - give free arena memory back to the OS on a time-based decay
-//!   (`RSEQALLOC_DECAY_MS`; `pagemap::release_aged`),
+//!   (`RSEQALLOC_DECAY_MS`; `pagemap::release_aged`), and unmap cached
+//!   large mappings unused for a decay period,
 //! - drain the caches of CPUs idle for a few decay periods,
 //! - move cache capacity toward the classes that miss: a CPU whose budget
 //!   stopped a class from growing takes a quarter of the capacity of each
@@ -12,13 +13,13 @@
 //!
 //! Without the thread (`RSEQALLOC_BACKGROUND=0`, or a heap below the
 //! threshold), the slow path that hands spans back runs the decay in
-//! bounded steps instead (`on_span_traffic`).
+//! bounded steps instead (`on_heap_free`).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::config::Config;
 use crate::percpu::{self, MAX_CPUS};
-use crate::{os, pagemap, transfer};
+use crate::{large, os, pagemap, transfer};
 
 /// Arena bytes mapped before the thread is worth starting.
 const START_MAPPED: u64 = 64 << 20;
@@ -104,6 +105,7 @@ fn tick(now: u64) {
     }
     if decay_due(now, decay) {
         pagemap::release_aged(usize::MAX);
+        large::release_cached(decay);
     }
 }
 
@@ -142,9 +144,10 @@ fn decay_due(now: u64, decay: u64) -> bool {
         && LAST_DECAY.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-/// Spans just went back to the page heap: without the thread, run a bounded
-/// decay step if one is due. Called with no allocator lock held.
-pub fn on_span_traffic() {
+/// Granules just went back to the page heap (an emptied span, a freed
+/// medium block): without the thread, run a bounded decay step if one is
+/// due. Callers may hold a region lock, never the heap's.
+pub fn on_heap_free() {
     if THREAD.load(Ordering::Relaxed) != RUNNING && DECAY_NS.load(Ordering::Relaxed) != 0 {
         let now = os::now_ns();
         if decay_due(now, DECAY_NS.load(Ordering::Relaxed)) {

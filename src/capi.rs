@@ -2,7 +2,7 @@
 //! `preload/`): glibc's malloc family with glibc's semantics, exported with
 //! default visibility. Each entry point is a short forward to the few
 //! functions below; errno is set in one place (`fail`), bad pointers are
-//! judged by `check` and the large-block registry.
+//! judged by `check`, the class map's medium runs and the large-block registry.
 //!
 //! Semantics (design.md §3.2, checked against glibc by tests/c/conformance.c):
 //! `malloc(0)` is a unique 16-byte block; a size above `PTRDIFF_MAX` or an
@@ -22,10 +22,12 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::check::{self, Bad};
+use crate::global::{alloc_big, free_big, resize_big};
+use crate::medium::Intent;
 use crate::os::{self, OS_PAGE};
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
-use crate::{init, large, pagemap, percpu, stats};
+use crate::{init, large, medium, pagemap, percpu, stats};
 
 /// The alignment of every `malloc` block (glibc's `MALLOC_ALIGNMENT`).
 const MIN_ALIGN: usize = 16;
@@ -48,14 +50,15 @@ fn alloc(size: usize) -> *mut u8 {
             return p;
         }
     }
-    alloc_slow(size, MIN_ALIGN)
+    alloc_slow(size, MIN_ALIGN, Intent::Plain)
 }
 
-/// Any size at any power-of-two alignment: over-aligned classes, large
-/// blocks, re-entry during init, and failure.
+/// Any size at any power-of-two alignment: over-aligned classes, medium and
+/// large blocks (for `intent`, which a small block ignores), re-entry during
+/// init, and failure.
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize) -> *mut u8 {
+fn alloc_slow(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if size <= PTRDIFF_MAX {
         let p = match SizeClass::for_layout(size, align) {
             Some(class) => {
@@ -66,7 +69,7 @@ fn alloc_slow(size: usize, align: usize) -> *mut u8 {
                 }
                 p
             }
-            None => large::alloc(size, align),
+            None => alloc_big(size, align, intent),
         };
         if !p.is_null() {
             return p;
@@ -93,7 +96,7 @@ fn memalign_any(align: usize, size: usize) -> *mut u8 {
     if align > usize::MAX / 2 + 1 {
         return fail(libc::EINVAL); // cannot be rounded up to a power of two
     }
-    alloc_slow(size, align.next_power_of_two())
+    alloc_slow(size, align.next_power_of_two(), Intent::Plain)
 }
 
 /// Frees any pointer `free` may see; `op` names the C function for a
@@ -115,19 +118,20 @@ unsafe fn free_any(op: &str, p: *mut u8) {
     }
 }
 
-/// NULL, large blocks, bootstrap blocks (never freed) and foreign pointers.
+/// NULL, medium and large blocks, bootstrap blocks (never freed) and foreign
+/// pointers.
 ///
 /// # Safety
 /// As for `free_any`.
 #[cold]
 #[inline(never)]
 unsafe fn free_other(op: &str, p: *mut u8) {
-    // SAFETY: large::free touches only registered blocks, which the caller
-    // gives up.
-    if p.is_null() || unsafe { large::free(p) } || bootstrap::size_of(p).is_some() {
+    // SAFETY: free_big touches only live medium runs and registered large
+    // blocks, which the caller gives up.
+    if p.is_null() || unsafe { free_big(p) } || bootstrap::size_of(p).is_some() {
         return;
     }
-    check::report(op, p, Bad::Foreign);
+    check::report(op, p, check::judge_other(p));
 }
 
 /// The usable size of a live block, or why `p` is not one.
@@ -136,11 +140,14 @@ fn usable(p: *const u8) -> Result<usize, Bad> {
         // SAFETY: class_of(p) is class.
         return unsafe { check::is_live(p, class) }.map(|()| class.size());
     }
+    if let Some(size) = medium::usable_size(p) {
+        return Ok(size);
+    }
     if large::is_live(p) {
         // SAFETY: the registry says p is a live large block.
         return Ok(unsafe { large::usable_size(p as *mut u8) });
     }
-    bootstrap::size_of(p).ok_or(Bad::Foreign)
+    bootstrap::size_of(p).ok_or_else(|| check::judge_other(p))
 }
 
 /// `realloc` of a non-null pointer to a non-zero size.
@@ -160,16 +167,18 @@ unsafe fn resize(p: *mut u8, size: usize) -> *mut u8 {
         Some(class) if SizeClass::of(size) == Some(class) => return p,
         Some(_) => {}
         None if size > PTRDIFF_MAX => return fail(libc::ENOMEM),
-        // SAFETY: is_live: the registry vouches for p's header.
-        None if size > MAX_SMALL && large::is_live(p) && unsafe { large::can_remap(p) } => {
-            // SAFETY: p is a live large block, given up on success; on
-            // failure large::realloc leaves it as it was.
-            let q = unsafe { large::realloc(p, size) };
-            return if q.is_null() { fail(libc::ENOMEM) } else { q };
+        None if size > MAX_SMALL && bootstrap::size_of(p).is_none() => {
+            // SAFETY: `usable` vouched that p is live: not small and not a
+            // bootstrap block, so medium or large; given up on success, left
+            // as it was on failure.
+            if let Some(q) = unsafe { resize_big(p, size) } {
+                return if q.is_null() { fail(libc::ENOMEM) } else { q };
+            }
         }
         None => {}
     }
-    let q = alloc(size);
+    // A block growing past the classes is placed where it can go on growing.
+    let q = if size > MAX_SMALL && size > old { alloc_slow(size, MIN_ALIGN, Intent::Growing) } else { alloc(size) };
     if !q.is_null() {
         // SAFETY: both blocks are live and distinct; the copy fits both.
         unsafe {
@@ -196,12 +205,16 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     unsafe { free_any("free", p.cast()) }
 }
 
-/// C `calloc`: overflow is ENOMEM; large blocks are fresh, hence zero.
+/// C `calloc`: overflow is ENOMEM; medium and large blocks are zeroed
+/// only where their memory may be dirty.
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(total) = n.checked_mul(size) else { return fail(libc::ENOMEM).cast() };
+    if total > MAX_SMALL {
+        return alloc_slow(total, MIN_ALIGN, Intent::Zeroed).cast();
+    }
     let p = alloc(total);
-    if !p.is_null() && total <= MAX_SMALL {
+    if !p.is_null() {
         // SAFETY: p has at least total writable bytes.
         unsafe { core::ptr::write_bytes(p, 0, total) };
     }

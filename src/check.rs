@@ -1,8 +1,9 @@
 //! Bad-pointer defence for the C API: decides whether a small-block pointer
 //! handed to `free` or `realloc` may be freed, and reports one that may not
 //! in one line (then aborts, or with `RSEQALLOC_BAD_FREE=leak` counts it and
-//! leaves it alone). Pointers outside the arena are judged by the large-block
-//! registry in `capi.rs`.
+//! leaves it alone). Other pointers are freed by the medium and large paths,
+//! which take only live block starts (the class map's run markers, the
+//! large-block registry); `judge_other` names what is wrong with the rest.
 //!
 //! What is caught, and at what cost:
 //! - **interior pointers** (not at an object start of their span), always:
@@ -149,6 +150,17 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
     }
     BAD_FREES.fetch_add(1, Ordering::Relaxed);
     false
+}
+
+/// Why `p`, which is neither a small block, a live medium or large block nor
+/// a bootstrap block, may not be freed: inside a medium run but not at its
+/// start, or not ours (a freed medium or large block looks like this too).
+pub fn judge_other(p: *const u8) -> Bad {
+    if crate::medium::is_interior(p) {
+        Bad::Interior
+    } else {
+        Bad::Foreign
+    }
 }
 
 /// Invalid pointers left alone so far (`RSEQALLOC_BAD_FREE=leak`).

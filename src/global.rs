@@ -1,10 +1,12 @@
 //! The `GlobalAlloc` implementation: layout → size class, then the per-CPU
-//! fast path; everything else (over-aligned, large, resize) in cold helpers.
+//! fast path; everything else (over-aligned, medium, large, resize) in cold
+//! helpers, of which the C API shares those for blocks above the classes.
 //! Nothing here panics or unwinds; failures return null.
 
 use core::alloc::{GlobalAlloc, Layout};
 
 use crate::large;
+use crate::medium::{self, Intent, MAX_MEDIUM};
 use crate::percpu;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
@@ -59,8 +61,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
                 }
                 p
             }
-            // Fresh mappings are zero: no memset.
-            None => large::alloc(layout.size(), layout.align()),
+            None => alloc_big(layout.size(), layout.align(), Intent::Zeroed),
         }
     }
 
@@ -72,15 +73,25 @@ unsafe impl GlobalAlloc for RseqAlloc {
             // Same class: the block already fits, and a later dealloc with
             // the new layout derives the same class (design.md §3.10).
             (Some(a), Some(b)) if a == b => return ptr,
-            // SAFETY: ptr is a live large block given up on success.
-            (None, None) if unsafe { large::can_remap(ptr) } => return unsafe { large::realloc(ptr, new_size) },
+            (None, None) => {
+                // SAFETY: ptr is a live medium or large block (its layout
+                // has no class), given up on success.
+                if let Some(q) = unsafe { resize_big(ptr, new_size) } {
+                    return q;
+                }
+            }
             _ => {}
         }
         // SAFETY: the new layout is valid: the caller guarantees new_size
         // rounded to align does not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: a valid layout with non-zero size.
-        let new = unsafe { self.alloc(new_layout) };
+        let new = if new_class.is_none() && new_size > layout.size() {
+            // Growing: placed where it can go on growing in place.
+            alloc_big(new_size, align, Intent::Growing)
+        } else {
+            // SAFETY: a valid layout with non-zero size.
+            unsafe { self.alloc(new_layout) }
+        };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct; the copy fits both.
             unsafe {
@@ -98,7 +109,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
 fn alloc_unusual(layout: Layout) -> *mut u8 {
     match SizeClass::for_layout(layout.size(), layout.align()) {
         Some(class) => percpu::alloc(class),
-        None => large::alloc(layout.size(), layout.align()),
+        None => alloc_big(layout.size(), layout.align(), Intent::Plain),
     }
 }
 
@@ -111,16 +122,57 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller's guarantee: ptr is an object of this class.
         Some(class) => unsafe { percpu::free(class, ptr) },
         None => {
-            // SAFETY: the caller's guarantee: ptr is a large block (so `free`
-            // finds it; its answer carries no news).
-            unsafe { large::free(ptr) };
+            // SAFETY: the caller's guarantee: ptr is a medium or large block
+            // (so `free_big` finds it; its answer carries no news).
+            unsafe { free_big(ptr) };
         }
     }
 }
 
+/// A block no size class serves: a medium run when the layout fits one and
+/// the arena has room, else a mapping. A zeroed block is written only where
+/// its memory may be dirty. Null when out of memory.
+pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
+    if medium::fits(size, align) {
+        let p = medium::alloc(size, align, intent);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    large::alloc(size, align, intent == Intent::Zeroed)
+}
+
+/// Frees a medium or large block; false, touching nothing, if `p` is
+/// neither (the class map, then the registry, decides).
+///
+/// # Safety
+/// If `p` is a live medium or large block, the caller gives it up.
+pub(crate) unsafe fn free_big(p: *mut u8) -> bool {
+    // SAFETY: the caller's guarantee passes on.
+    unsafe { medium::free(p) || large::free(p) }
+}
+
+/// Resizes a medium or large block without copying it by hand: a medium
+/// run in place while `new_size` stays medium and the next granules are
+/// free, a mapping with `mremap`. None when the block must move instead;
+/// Some(null) when the kernel refused (the block is intact).
+///
+/// # Safety
+/// `p` is a live medium or large block, given up on Some(non-null); no size
+/// class serves `new_size` at the block's alignment.
+pub(crate) unsafe fn resize_big(p: *mut u8, new_size: usize) -> Option<*mut u8> {
+    if medium::usable_size(p).is_some() {
+        // SAFETY: the caller's guarantee.
+        return (new_size <= MAX_MEDIUM && unsafe { medium::resize(p, new_size) }).then_some(p);
+    }
+    // SAFETY: not medium, so the caller's guarantee makes it large.
+    unsafe { large::can_remap(p) }.then(|| unsafe { large::realloc(p, new_size) })
+}
+
 /// The usable size of a block handed out by [`RseqAlloc`]: its size class,
-/// or a large block's mapping less its header. Needs no layout, because the
-/// arena's class map knows every small block's class.
+/// a medium block's whole granules, or a large block's mapping less its
+/// header. Needs no layout: the arena's class map knows every small block's
+/// class and every medium run's length.
 ///
 /// # Safety
 /// `ptr` was returned by [`RseqAlloc`] and is still allocated.
@@ -137,7 +189,8 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
     match crate::pagemap::class_of(ptr) {
         Some(class) => class.size(),
-        // SAFETY: the caller guarantees a live block; not small, so large.
-        None => unsafe { large::usable_size(ptr as *mut u8) },
+        // SAFETY: the caller guarantees a live block; not small or medium,
+        // so large.
+        None => medium::usable_size(ptr).unwrap_or_else(|| unsafe { large::usable_size(ptr as *mut u8) }),
     }
 }

@@ -30,7 +30,9 @@
 //!  transfer    the middle end: batches between CPUs, one lock per batch
 //!  central     spans carved into objects, per size class
 //!  pagemap     the arena, its class map and span table, the page heap
-//!  large       one mapping per big block; realloc by mremap
+//!  medium      32 KiB–1 MiB blocks: runs of granules from the page heap
+//!  large       one mapping per big block, a bounded cache of freed ones;
+//!              realloc by mremap
 //!  registry    the set of live large blocks (which pointers are ours)
 //!  rseq        mode choice, area registration; rseq/cs: the asm sections
 //!  size_class  sizes, one-load lookup, batch and capacity shape
@@ -40,7 +42,8 @@
 //! ## Glossary
 //! - **OS page**: the 4 KiB hardware page.
 //! - **granule**: 64 KiB of the arena; a **span** is 1 or 4 granules carved
-//!   into objects of one size class.
+//!   into objects of one size class; a **run** is 1 to 16 granules holding
+//!   one medium block.
 //! - **region**: one CPU cache: 128 KiB holding a stack per size class.
 //! - **cache index**: a CPU id, or the kernel's `mm_cid` (a per-process
 //!   concurrency id, so a 4-thread process uses 4 caches on any host).
@@ -52,8 +55,10 @@
 //!   stack is non-empty / not full: one call into a section, no atomics, no
 //!   fences, no locks (README: instruction counts).
 //! - Slow (`#[cold]`): a miss refills or flushes a batch through the middle
-//!   end under one spin lock; first use of a CPU lays its region out; big
-//!   blocks are `mmap`ed; over-aligned layouts pick a coarser class.
+//!   end under one spin lock; first use of a CPU lays its region out; medium
+//!   blocks (≤ 1 MiB) take a run under the page heap lock, no system call;
+//!   bigger ones are `mmap`ed unless a cached mapping fits; over-aligned
+//!   layouts pick a coarser class.
 //!
 //! ## Modes
 //! The process picks one mode at its first allocation ([`Mode`]): glibc's
@@ -77,6 +82,7 @@ mod fence;
 mod global;
 mod init;
 mod large;
+mod medium;
 mod os;
 mod pagemap;
 mod percpu;
@@ -109,12 +115,13 @@ pub fn stats() -> Stats {
 }
 
 /// Returns all free memory to the OS at once and says how many bytes of
-/// arena pages went back (`malloc_trim` in the C API). Every CPU's cache is
-/// drained, even while its CPU allocates (a fenced remote operation), the
-/// transfer caches go back to their spans, spans left empty go to the page
-/// heap, and every free granule's pages go back with
-/// `madvise(MADV_DONTNEED)`. Without this call the same happens on its own
-/// within a few seconds of the memory going idle (`RSEQALLOC_DECAY_MS`).
+/// arena pages and cached mappings went back (`malloc_trim` in the C API).
+/// Every CPU's cache is drained, even while its CPU allocates (a fenced
+/// remote operation), the transfer caches go back to their spans, spans
+/// left empty go to the page heap, every free granule's pages go back with
+/// `madvise(MADV_DONTNEED)`, and the cache of freed large mappings is
+/// unmapped. Without this call the same happens on its own within a few
+/// seconds of the memory going idle (`RSEQALLOC_DECAY_MS`).
 ///
 /// ```
 /// let blocks: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 4000]).collect();
@@ -125,5 +132,5 @@ pub fn stats() -> Stats {
 pub fn release() -> usize {
     percpu::drain_all();
     transfer::drain();
-    pagemap::release_free()
+    pagemap::release_free() + large::release_cached(0)
 }

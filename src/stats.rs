@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 use crate::percpu::{self, Region};
 use crate::rseq::{self, cs, CacheIndex, Mode};
 use crate::size_class::SizeClass;
-use crate::{background, central, fence, large, pagemap, transfer};
+use crate::{background, central, fence, large, medium, pagemap, transfer};
 
 /// Per-CPU detail kept in a snapshot; totals always cover every cache.
 pub const SNAPSHOT_CPUS: usize = 256;
@@ -87,6 +87,10 @@ pub struct Stats {
     pub bytes_in_use: u64,
     /// Large blocks live now.
     pub large_blocks: u64,
+    /// Bytes of live medium blocks, in whole granules (in `bytes_in_use`).
+    pub medium_bytes: u64,
+    /// Bytes of freed large mappings kept for reuse (in `bytes_mapped`).
+    pub large_cached_bytes: u64,
     /// Bytes of free arena memory given back to the OS (decay, `release()`,
     /// `malloc_trim`) and not reused since.
     pub bytes_released: u64,
@@ -142,8 +146,10 @@ pub fn snapshot() -> Stats {
         bytes_mapped: 0,
         bytes_in_use: 0,
         large_blocks: 0,
+        medium_bytes: medium::in_use_bytes(),
+        large_cached_bytes: large::cached_bytes(),
         bytes_released: pagemap::released_bytes(),
-        free_span_bytes: pagemap::free_unreleased_bytes(),
+        free_span_bytes: pagemap::free_backed_bytes(),
         drains: percpu::drain_count(),
         fences: fence::count(),
         purges: pagemap::purge_count(),
@@ -185,7 +191,8 @@ pub fn snapshot() -> Stats {
     }
     let (large_mapped, large_in_use, large_blocks) = large::totals();
     s.bytes_mapped = pagemap::mapped_bytes() + large_mapped;
-    s.bytes_in_use = handed_out.saturating_sub(s.transfer_bytes + s.totals.cached_bytes) + large_in_use;
+    s.bytes_in_use =
+        handed_out.saturating_sub(s.transfer_bytes + s.totals.cached_bytes) + large_in_use + s.medium_bytes;
     s.large_blocks = large_blocks;
     s
 }
@@ -264,7 +271,12 @@ impl fmt::Display for Stats {
             self.drains,
             self.fences
         )?;
-        writeln!(f, "large blocks:    {}", self.large_blocks)?;
+        writeln!(
+            f,
+            "large blocks:    {} ({} bytes of freed mappings cached)",
+            self.large_blocks, self.large_cached_bytes
+        )?;
+        writeln!(f, "medium blocks:   {} bytes", self.medium_bytes)?;
         write!(f, "bad frees:       {} left alone", self.bad_frees)
     }
 }

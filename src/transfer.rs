@@ -74,7 +74,7 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
     if stored < objects.len() {
         // SAFETY: the caller's guarantee passes on.
         unsafe { central::free_batch(class, &objects[stored..]) };
-        background::on_span_traffic();
+        background::on_heap_free();
     }
 }
 

@@ -136,7 +136,22 @@ int main(void) {
     free(p);
     p = calloc(1, 3 << 20);
     expect("calloc(1, 3 MiB) zeroed", p != NULL && all(p, 3 << 20, 0), 1);
+    memset(p, 0xaa, 3 << 20);
     free(p);
+    p = calloc(3, 1 << 20); /* may reuse the dirty mapping just freed */
+    expect("calloc(3, 1 MiB) zeroed after dirty reuse", p != NULL && all(p, 3 << 20, 0), 1);
+    free(p);
+    {   /* medium sizes: memset below 256 KiB of dirty memory, dropped pages above */
+        static const size_t sizes[] = {40000, 100000, 300000, 1 << 20};
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+            p = malloc(sizes[i]);
+            memset(p, 0xaa, sizes[i]);
+            free(p);
+            p = calloc(1, sizes[i]);
+            expect("calloc of a medium size zeroed after dirty reuse", p != NULL && all(p, sizes[i], 0), 1);
+            free(p);
+        }
+    }
     p = calloc(0, 0);
     expect("calloc(0, 0) non-null", p != NULL, 1);
     free(p);
