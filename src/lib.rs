@@ -25,7 +25,8 @@
 //!  global      GlobalAlloc: layout → size class → fast path; large blocks
 //!  background  the lazy thread: decay release, idle drains, capacity moves
 //!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths,
-//!              remote shrink and drain (fence: membarrier-RSEQ or migration)
+//!              remote shrink and drain
+//!  fence       after a fence no section that read a cache earlier commits
 //!  fallback    the same regions without rseq: sched_getcpu + try-lock
 //!  transfer    the middle end: batches between CPUs, one lock per batch
 //!  central     spans carved into objects, per size class
@@ -63,9 +64,11 @@
 //! ## Modes
 //! The process picks one mode at its first allocation ([`Mode`]): glibc's
 //! rseq area (glibc ≥ 2.35 registers one per thread), our own area where
-//! glibc did not (`GLIBC_TUNABLES=glibc.pthread.rseq=0`), or the fallback
-//! where rseq is unavailable or `RSEQALLOC_MODE=fallback` (valgrind, rr,
-//! gdb single-stepping). See the README for every `RSEQALLOC_*` variable.
+//! glibc did not (`GLIBC_TUNABLES=glibc.pthread.rseq=0`), the patched
+//! kernel's restart regions (`kernel-patch/`: sections need no descriptor
+//! store), or the fallback where rseq is unavailable or
+//! `RSEQALLOC_MODE=fallback` (valgrind, rr, gdb single-stepping). See the
+//! README for every `RSEQALLOC_*` variable.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]

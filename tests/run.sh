@@ -4,7 +4,8 @@
 #   cpu-id    the same, with caches indexed by CPU id instead of mm_cid
 #   own       rseq through our own per-thread registration (glibc's turned off)
 #   fallback  no critical sections (RSEQALLOC_MODE=fallback)
-#   plus: one sparse CPU (taskset -c 1), remote fences without membarrier
+#   plus: one sparse CPU (taskset -c 1), a one-CPU cpuset cgroup, remote
+#         fences without membarrier
 #   valgrind  the fallback as valgrind forces it (rseq(2) gives ENOSYS there)
 # In each, tests/preload.sh then runs C programs and real programs with
 # target/release/librseqalloc.so preloaded.
@@ -46,6 +47,8 @@ run "preload, own registration" -- tests/preload.sh own
 # Container-like: one allowed CPU with a sparse id, more threads than CPUs.
 run "one sparse CPU (taskset -c 1)" RSEQALLOC_EXPECT_MODE=glibc -- \
     taskset -c 1 cargo test --release --features test-hooks --test sizing --test global_alloc --test release --test api
+run "a one-CPU cpuset cgroup, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- \
+    tests/in-cpuset.sh cargo test --release --features test-hooks --test sizing --test release
 run "remote fences by migration (no membarrier)" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MEMBARRIER=0 -- \
     cargo test --release --features test-hooks --test stress_restarts --test release
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"

@@ -155,14 +155,18 @@ def run_once(exe, threads, scale, seed, preload, extra_env, timeout):
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     ru = {}
+    steady_kib = None
     for line in stdout.splitlines():
         if line.startswith("WLRUSAGE "):
             ru = dict(tok.partition("=")[::2] for tok in line.split()[1:])
+        elif line.startswith("STEADY rss_kib="):
+            steady_kib = int(line.split("=")[1])
     code = int(ru["status"]) if "status" in ru else p.returncode
     rec = {
         "exit": code,
         "wall_s": round(wall, 4),
         "maxrss_kib": int(ru.get("maxrss_kib", 0)),
+        "steady_kib": steady_kib,
         "user_s": float(ru.get("utime", 0)),
         "sys_s": float(ru.get("stime", 0)),
         "stderr": stderr[-1500:],
@@ -217,6 +221,8 @@ def main():
     ap.add_argument("--threads", default=None,
                     help="comma-separated thread counts (default: 1 and 2*os.cpu_count())")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--steady-ms", type=int, default=0, metavar="MS",
+                    help="after its work each process idles MS ms and reports its RSS then (steady-state RSS)")
     ap.add_argument("--rseqalloc", default=None, help="path of librseqalloc.so (default target/release/)")
     ap.add_argument("--tcmalloc-google", default=None, help=f"path of the Google TCMalloc preload shim (default {DEFAULT_TCG})")
     ap.add_argument("--env", action="append", default=[], metavar="ALLOC:KEY=VAL",
@@ -290,8 +296,9 @@ def main():
                 # rotate the allocator order between runs so drift hits everyone alike
                 order = active[r % len(active):] + active[:r % len(active)] if active else []
                 for name, path, env, _ in order:
-                    rec = run_once(exe, t, scale, args.seed, path, {**env, **extra.get(name, {})},
-                                   args.timeout)
+                    steady = {"WL_STEADY_MS": str(args.steady_ms)} if args.steady_ms else {}
+                    rec = run_once(exe, t, scale, args.seed, path, {**env, **extra.get(name, {}), **steady},
+                                   args.timeout + args.steady_ms / 1000)
                     results.setdefault((wname, t, name), []).append(rec)
                     done += 1
                     status = rec["problem"] or "ok"
@@ -328,6 +335,7 @@ def main():
             "runs": len(recs),
             "ops_per_sec": statistics.median([x["ops_per_sec"] for x in good]) if good else None,
             "maxrss_kib": statistics.median([x["maxrss_kib"] for x in recs]) if recs else None,
+            "steady_kib": statistics.median([x["steady_kib"] for x in good if x["steady_kib"] is not None] or [0]),
             "wall_s": statistics.median([x["wall_s"] for x in recs]) if recs else None,
             "unit": good[0]["unit"] if good else None,
         }
@@ -342,19 +350,21 @@ def main():
           f"{ncpu} CPUs, {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}; "
           f"load avg {load_before[0]:.1f} before / {load_after[0]:.1f} after")
     print()
-    print("Cells: throughput (ops/s, median) / peak RSS (median ru_maxrss). "
-          "Best peer = highest-throughput / lowest-RSS non-rseqalloc allocator in the row.")
+    steady_on = args.steady_ms > 0
+    print("Cells: throughput (ops/s, median) / peak RSS (median ru_maxrss)"
+          + (f" / steady RSS (after {args.steady_ms} ms idle)" if steady_on else "")
+          + ". Best peer = highest-throughput / lowest-RSS non-rseqalloc allocator in the row.")
     print()
     hdr = ["workload", "thr"] + names
     if has_rseq:
-        hdr += ["rseq thr ÷ best peer", "rseq RSS ÷ best peer"]
+        hdr += ["rseq thr ÷ best peer", "rseq RSS ÷ best peer"] + (["rseq steady ÷ best peer"] if steady_on else [])
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join(["---"] * 2 + ["---:"] * (len(hdr) - 2)) + "|")
     ratio_logs = {n: [] for n in names}
     for wname, _ in workloads:
         for t in threads:
             row = [wname, str(t)]
-            best_thr, best_rss = None, None
+            best_thr, best_rss, best_steady = None, None, None
             for n in peers:
                 s = summary.get((wname, t, n))
                 if s and s["ok"] and s["ops_per_sec"]:
@@ -362,6 +372,8 @@ def main():
                         best_thr = (n, s["ops_per_sec"])
                     if best_rss is None or s["maxrss_kib"] < best_rss[1]:
                         best_rss = (n, s["maxrss_kib"])
+                    if steady_on and (best_steady is None or s["steady_kib"] < best_steady[1]):
+                        best_steady = (n, s["steady_kib"])
             for n in names:
                 s = summary.get((wname, t, n))
                 if not present[n]:
@@ -371,7 +383,8 @@ def main():
                 elif not s or not s["ok"] or not s["ops_per_sec"]:
                     row.append("**FAIL**")
                 else:
-                    row.append(f"{si(s['ops_per_sec'])} / {mib(s['maxrss_kib'])}")
+                    row.append(f"{si(s['ops_per_sec'])} / {mib(s['maxrss_kib'])}"
+                               + (f" / {mib(s['steady_kib'])}" if steady_on else ""))
                     if best_thr:
                         ratio_logs[n].append(math.log(s["ops_per_sec"] / best_thr[1]))
             if has_rseq:
@@ -379,8 +392,10 @@ def main():
                 if present["rseqalloc"] and s and s["ok"] and best_thr:
                     row.append(f"{s['ops_per_sec'] / best_thr[1]:.2f}× ({best_thr[0]})")
                     row.append(f"{s['maxrss_kib'] / best_rss[1]:.2f}× ({best_rss[0]})")
+                    if steady_on:
+                        row.append(f"{s['steady_kib'] / max(best_steady[1], 1):.2f}× ({best_steady[0]})")
                 else:
-                    row += ["–", "–"]
+                    row += ["–", "–"] + (["–"] if steady_on else [])
             print("| " + " | ".join(row) + " |")
     geo = ["**geomean thr ÷ best peer**", ""]
     nrows = len(workloads) * len(threads)
@@ -393,7 +408,7 @@ def main():
             g += f" ({len(ratio_logs[n])}/{nrows} rows)"
         geo.append(g)
     if has_rseq:
-        geo += ["", ""]
+        geo += ["", ""] + ([""] if steady_on else [])
     print("| " + " | ".join(geo) + " |")
     units = sorted({(w, s["unit"]) for (w, _, _), s in summary.items() if s["unit"]})
     print()

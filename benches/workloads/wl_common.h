@@ -168,6 +168,17 @@ static WL_UNUSED void wl_result(const char *name, const wl_args *a, uint64_t ops
          elapsed, elapsed > 0 ? (double)ops / elapsed : 0.0, (unsigned long long)checksum,
          (unsigned long long)verified, wl_malloc_from());
   fflush(stdout);
+  /* Steady-state RSS: what the allocator still holds after the work, once
+   * the process has idled for WL_STEADY_MS (shootout.py --steady-ms). */
+  const char *steady = getenv("WL_STEADY_MS");
+  if (steady && atoi(steady) > 0) {
+    usleep((useconds_t)atoi(steady) * 1000);
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%*ld %ld", &pages) == 1) printf("STEADY rss_kib=%ld\n", pages * 4);
+    if (f) fclose(f);
+    fflush(stdout);
+  }
 }
 
 static WL_UNUSED void wl_expect_eq(const char *what, uint64_t want, uint64_t got) {
