@@ -186,7 +186,11 @@ fn cross_thread(c: &mut Criterion) {
 /// Reads criterion's median estimates and prints, per benchmark, each
 /// allocator's median and rseqalloc's ratio to the best peer (< 1: faster).
 fn summary() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    // Criterion writes under $CARGO_TARGET_DIR when it is set.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let root = target.join("criterion");
     let groups = [
         "pair",
         "lifo-burst",

@@ -1,7 +1,8 @@
 //! Memory follows the load without anyone calling anything: a background
-//! thread, started lazily once 64 MiB of arena are mapped (never from a
-//! constructor, so programs that daemonise or drop privileges at start-up
-//! are unaffected), wakes every tick to
+//! thread, started lazily the first time 4 MiB of freed arena memory wait in
+//! the page heap (never from a constructor, so programs that daemonise or
+//! drop privileges at start-up are unaffected; a program that never frees
+//! much never gets one), wakes every tick to
 //! - give free arena memory back to the OS on a time-based decay
 //!   (`RSEQALLOC_DECAY_MS`; `pagemap::release_aged`), and unmap cached
 //!   large mappings unused for a decay period,
@@ -11,9 +12,9 @@
 //!   class there that did not miss,
 //! - return transfer-cache objects that sat unused for a tick to their spans.
 //!
-//! Without the thread (`RSEQALLOC_BACKGROUND=0`, or a heap below the
-//! threshold), the slow path that hands spans back runs the decay in
-//! bounded steps instead (`on_heap_free`).
+//! Without the thread (`RSEQALLOC_BACKGROUND=0`, or below the threshold),
+//! the slow paths that hand granules back run the decay in bounded steps
+//! instead (`on_heap_free`).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -21,8 +22,9 @@ use crate::config::Config;
 use crate::percpu::{self, MAX_CPUS};
 use crate::{large, os, pagemap, transfer};
 
-/// Arena bytes mapped before the thread is worth starting.
-const START_MAPPED: u64 = 64 << 20;
+/// Freed arena bytes still backed by pages that make the thread worth
+/// starting.
+const START_FREE_BACKED: u64 = 4 << 20;
 /// Longest sleep between ticks.
 const MAX_TICK_NS: u64 = 1_000_000_000;
 /// A cache unused for this many decay periods is drained.
@@ -49,18 +51,6 @@ static ACTIVE_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS
 pub fn init(config: &Config) {
     DECAY_NS.store(config.decay_ms as u64 * 1_000_000, Ordering::Relaxed);
     ENABLED.store(config.background, Ordering::Relaxed);
-}
-
-/// Starts the thread if it is enabled, not running, and the heap has grown
-/// enough. Called from slow paths that hold no allocator lock.
-#[inline]
-pub fn maybe_start() {
-    if THREAD.load(Ordering::Relaxed) == NOT_STARTED
-        && ENABLED.load(Ordering::Relaxed)
-        && pagemap::mapped_bytes() >= START_MAPPED
-    {
-        start();
-    }
 }
 
 #[cold]
@@ -145,13 +135,21 @@ fn decay_due(now: u64, decay: u64) -> bool {
 }
 
 /// Granules just went back to the page heap (an emptied span, a freed
-/// medium block): without the thread, run a bounded decay step if one is
-/// due. Callers may hold a region lock, never the heap's.
+/// medium block): start the thread once enough waits there, and until it
+/// runs, run a bounded decay step if one is due. Callers hold no heap lock
+/// (a region lock at most, in fallback mode).
 pub fn on_heap_free() {
-    if THREAD.load(Ordering::Relaxed) != RUNNING && DECAY_NS.load(Ordering::Relaxed) != 0 {
-        let now = os::now_ns();
-        if decay_due(now, DECAY_NS.load(Ordering::Relaxed)) {
-            pagemap::release_aged(SLOW_PATH_CHUNKS);
-        }
+    if THREAD.load(Ordering::Relaxed) == RUNNING {
+        return;
+    }
+    if ENABLED.load(Ordering::Relaxed)
+        && THREAD.load(Ordering::Relaxed) == NOT_STARTED
+        && pagemap::free_backed_bytes() >= START_FREE_BACKED
+    {
+        return start();
+    }
+    let decay = DECAY_NS.load(Ordering::Relaxed);
+    if decay != 0 && decay_due(os::now_ns(), decay) {
+        pagemap::release_aged(SLOW_PATH_CHUNKS);
     }
 }

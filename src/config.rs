@@ -119,7 +119,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: c"RSEQALLOC_BACKGROUND",
         default: "1",
-        doc: "1: a thread, started once 64 MiB are mapped, releases memory and drains idle caches; 0: slow paths do",
+        doc: "1: a thread, started once 4 MiB of freed memory wait, releases memory and drains idle caches; 0: slow paths do",
     },
     Variable {
         name: c"RSEQALLOC_MEMBARRIER",

@@ -65,7 +65,6 @@ pub fn alloc(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if !crate::init::ensure() {
         return core::ptr::null_mut();
     }
-    crate::background::maybe_start();
     let n = granules(size);
     let room = if intent == Intent::Growing { MAX_MEDIUM / GRANULE } else { n };
     let Some((g, clean)) = pagemap::alloc_run(n, granules(align), room) else {

@@ -32,7 +32,7 @@ use crate::rseq::abi::header as h;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
 use crate::sync::SpinLock;
-use crate::{background, fallback, fence, init, os, rseq, transfer};
+use crate::{fallback, fence, init, os, rseq, transfer};
 
 /// log2 of a region's size.
 pub const REGION_SHIFT: u32 = 17;
@@ -196,7 +196,6 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     if !init::ensure() {
         return core::ptr::null_mut();
     }
-    background::maybe_start();
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     match rseq::mode() {
         rseq::Mode::Fallback => return fallback::alloc(class),
