@@ -28,7 +28,7 @@ const START_FREE_BACKED: u64 = 4 << 20;
 /// Longest sleep between ticks.
 const MAX_TICK_NS: u64 = 1_000_000_000;
 /// A cache unused for this many decay periods is drained.
-const IDLE_DECAYS: u64 = 4;
+const IDLE_DECAYS: u64 = 2;
 /// Chunks (2 MiB each) one slow-path decay step visits at most.
 const SLOW_PATH_CHUNKS: usize = 64;
 
@@ -88,11 +88,11 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 
 /// One round of the thread's work at time `now`.
 fn tick(now: u64) {
-    transfer::plunder();
     let decay = DECAY_NS.load(Ordering::Relaxed);
     for idx in 0..percpu::ncpu() {
         tend_cache(idx, now, decay);
     }
+    transfer::plunder();
     if decay_due(now, decay) {
         pagemap::release_aged(usize::MAX);
         large::release_cached(decay);

@@ -32,7 +32,7 @@ use crate::rseq::abi::header as h;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
 use crate::sync::SpinLock;
-use crate::{fallback, fence, init, os, rseq, transfer};
+use crate::{central, fallback, fence, init, os, rseq, transfer};
 
 /// log2 of a region's size.
 pub const REGION_SHIFT: u32 = 17;
@@ -261,27 +261,38 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
 /// `Region::resize_locked` plans it: objects above the new capacities go to
 /// the middle end. Returns the bytes of budget given up.
 pub fn shrink(idx: usize, plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>) -> usize {
+    resize(idx, plan, |class, objects| {
+        // SAFETY: resize_locked spills objects it took out of the cache:
+        // free objects of `class` that nobody else holds.
+        unsafe { transfer::give(class, objects) }
+    })
+}
+
+/// `Region::resize_locked` on cache `idx` under its lock, with its fence.
+fn resize(
+    idx: usize,
+    plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>,
+    spill: impl FnMut(SizeClass, &[*mut u8]),
+) -> usize {
     let Some(region) = region(idx) else { return 0 };
     let meta = region.meta();
     if !meta.initialized.load(Ordering::Acquire) {
         return 0;
     }
     let _guard = meta.lock.lock();
-    region.resize_locked(
-        plan,
-        || region.fence(),
-        |class, objects| {
-            // SAFETY: resize_locked spills objects it took out of the cache:
-            // free objects of `class` that nobody else holds.
-            unsafe { transfer::give(class, objects) }
-        },
-    )
+    region.resize_locked(plan, || region.fence(), spill)
 }
 
 /// Empties cache `idx` (`shrink` to nothing) and gives its slot pages to
 /// the OS: the idle drain and `release()`. Returns whether it held capacity.
 pub fn drain(idx: usize) -> bool {
-    if shrink(idx, |_, _| Some(0)) == 0 {
+    // A drained cache's objects are cold: straight back to their spans, so
+    // that emptied spans reach the page heap, and the decay, at once.
+    let spill = |class, objects: &[*mut u8]| {
+        // SAFETY: as in `shrink`.
+        unsafe { central::free_batch(class, objects) }
+    };
+    if resize(idx, |_, _| Some(0), spill) == 0 {
         return false;
     }
     if let Some(region) = region(idx) {
