@@ -41,19 +41,24 @@
 
 /* The control block `rseqalloc_ctl` (Rust: rseq::cs::Ctl), written once by
  * the init code and read by every critical section. Until init publishes it,
- * ncpu is 0 and every section reports a miss. */
+ * ncpu is 0 and every section reports a miss.
+ *   IDX_FIELD  offset of the cache index in struct rseq (cpu_id or mm_cid)
+ *   AREA_OFF   thread-pointer offset of the rseq area every thread uses
+ *              (glibc's or our own TLS block's: one offset for all threads)
+ *   IDX_OFF    AREA_OFF + IDX_FIELD, for the region copies, which only read
+ * Before init, the first resolver points them at our own area's cpu_id,
+ * which reads -1 until the thread registers the area (OWN_AREA_DEFAULT). */
 #define CTL_OFF_IDX_FIELD 0
 #define CTL_OFF_SLABS 8
 #define CTL_OFF_NCPU 16
+#define CTL_OFF_AREA_OFF 24
+#define CTL_OFF_IDX_OFF 32
 #define CTL_SIZE 64
 
 /* Our thread-local block `rseqalloc_own_tls` (Rust: rseq::abi::OwnTls):
  *   [0, 32)  our own struct rseq, registered only where glibc registered none
- *   32       area_delta: the area in use, relative to this block. 0 (our own
- *            area, cpu_id -1) until the thread's first slow path sets it
- *   40       this thread's registration state of our own area */
-#define OWN_TLS_OFF_AREA_DELTA 32
-#define OWN_TLS_OFF_STATE 40
+ *   32       this thread's registration state of our own area */
+#define OWN_TLS_OFF_STATE 32
 #define OWN_TLS_SIZE 64
 
 /* Restart counters: one per kind of critical section (the size-taking

@@ -8,7 +8,7 @@
  * signalled between `start` and `commit`, the kernel moves it to `abort`
  * before it returns to user space (kernel/rseq.c, rseq_ip_fixup()).
  *
- *        arm:    area = own TLS block + its area_delta  (glibc's area or ours)
+ *        arm:    area = %fs + ctl.area_off        (glibc's area or ours)
  *                area->rseq_cs = &descriptor      (outside: a restart re-arms)
  *        start:  idx = area->cpu_id or mm_cid     (read inside: it is current)
  *                if idx >= ncpu: return miss      (covers -1, -2, hot-plug)
@@ -31,11 +31,12 @@
  * are marked retained ("R", SHF_GNU_RETAIN): nothing references the pointer
  * array, and the linker's --gc-sections would otherwise drop it.
  *
- * A thread starts with area_delta 0, which names our own area: its cpu_id
- * and mm_cid start at -1, so every section misses until the thread's first
- * slow path points area_delta at glibc's area or registers ours. Before
- * init, ncpu is 0, so every section misses too: no "initialised?" test is
- * needed on the fast path.
+ * Every thread finds its area at the same thread-pointer offset, so one
+ * word of the control block names it. Until init, that is our own area,
+ * whose cpu_id and mm_cid start at -1; and ncpu is 0: every section misses,
+ * and no "initialised?" test is needed on the fast path. In our own-area
+ * mode a thread's index stays -1 (a miss) until its first slow path
+ * registers the area.
  *
  * Two entry points take a size instead of a class and jump to the Rust slow
  * path themselves on a miss, so that `RseqAlloc::alloc` and `::dealloc` are a
@@ -69,6 +70,8 @@
 #define CTL_IDX_FIELD (rseqalloc_ctl + CTL_OFF_IDX_FIELD)(%rip)
 #define CTL_SLABS   (rseqalloc_ctl + CTL_OFF_SLABS)(%rip)
 #define CTL_NCPU    (rseqalloc_ctl + CTL_OFF_NCPU)(%rip)
+#define CTL_AREA_OFF (rseqalloc_ctl + CTL_OFF_AREA_OFF)(%rip)
+#define CTL_IDX_OFF (rseqalloc_ctl + CTL_OFF_IDX_OFF)(%rip)
 #define CURRENT_OF(region, cls) (HEADERS_OFF + HDR_OFF_CURRENT)(region, cls, HDR_SIZE)
 #define END_OF(region, cls)     (HEADERS_OFF + HDR_OFF_END)(region, cls, HDR_SIZE)
 #define BEGIN_OF(region, cls)   (HEADERS_OFF + HDR_OFF_BEGIN)(region, cls, HDR_SIZE)
@@ -115,25 +118,32 @@
 	.popsection
 .endm
 
-/* ARM(name, mode): find this thread's rseq area (its thread-pointer offset,
- * in %rax) and, in a mainline copy, publish name's descriptor in it. A
+/* ARM(name, mode): in a mainline copy, find this thread's rseq area (its
+ * thread-pointer offset, in %rax) and publish name's descriptor in it. A
  * region copy publishes nothing: its range is in the kernel's table. A
  * restart comes back here. */
 .macro ARM name, mode
 .L\name\()_arm:
-	movq rseqalloc_own_tls@gottpoff(%rip), %rax
-	addq %fs:OWN_TLS_OFF_AREA_DELTA(%rax), %rax
 	.ifc \mode, mainline
+	movq CTL_AREA_OFF, %rax
 	leaq .L\name\()_cs(%rip), %rcx
 	movq %rcx, %fs:RSEQ_OFF_RSEQ_CS(%rax)
 	.endif
 .endm
 
-/* REGION(reg, reg32, miss): inside a section, read this CPU's index from
- * the area at %rax, bounds-check it, and turn it into its region's address. */
-.macro REGION reg, reg32, miss
+/* REGION(reg, reg32, miss, mode): inside a section, read this CPU's index,
+ * bounds-check it, and turn it into its region's address. A mainline copy
+ * reads it from the area at %rax, where it armed its descriptor: an index
+ * from any other area would not be protected by it. A region copy needs
+ * only the index's own offset. */
+.macro REGION reg, reg32, miss, mode
+	.ifc \mode, mainline
 	movq CTL_IDX_FIELD, \reg
 	movl %fs:(%rax, \reg), \reg32
+	.else
+	movq CTL_IDX_OFF, \reg
+	movl %fs:(\reg), \reg32
+	.endif
 	cmpl CTL_NCPU, \reg32
 	jae \miss
 	shlq $REGION_SHIFT, \reg
@@ -145,7 +155,7 @@
 .macro POP name, miss, mode
 	ARM \name, \mode
 .L\name\()_start:
-	REGION %rdx, %edx, \miss
+	REGION %rdx, %edx, \miss, \mode
 	movzwl CURRENT(%rdx), %ecx
 	cmpw BEGIN(%rdx), %cx
 	jbe \miss
@@ -161,7 +171,7 @@
 .macro PUSH name, miss, cls, obj, mode
 	ARM \name, \mode
 .L\name\()_start:
-	REGION %rdx, %edx, \miss
+	REGION %rdx, %edx, \miss, \mode
 	movzwl CURRENT_OF(%rdx, \cls), %ecx
 	cmpw END_OF(%rdx, \cls), %cx
 	jae \miss
@@ -173,10 +183,9 @@
 .endm
 
 /* CLASS_OF(size, scratch): replaces a size <= MAX_SMALL by its class, with
- * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs). */
+ * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs),
+ * indexed by the size itself. */
 .macro CLASS_OF size, scratch
-	addq $15, \size
-	shrq $4, \size
 	leaq rseqalloc_class_of(%rip), \scratch
 	movzbq (\scratch, \size), \size
 .endm
@@ -192,6 +201,26 @@
 	jmp .L\name\()_arm
 .endm
 
+/* OWN_AREA_DEFAULT: in a resolver, points the control block at our own
+ * area if nothing has named an area yet. A section can only be reached
+ * through an entry point, after its resolver ran, so it never sees area
+ * offset 0 (which would make a mainline copy store its descriptor over the
+ * TCB at %fs:8). The loader applies our TLS offset's relocation before any
+ * indirect function's (glibc defers IRELATIVE to the end of each object);
+ * in an executable the offset is a link-time constant. A resolver may run
+ * again after init (lazy binding of a later object), hence the test: it
+ * must not undo `publish`. Clobbers %rax. */
+.macro OWN_AREA_DEFAULT
+	cmpq $0, CTL_AREA_OFF
+	jne 1f
+	movq $RSEQ_OFF_CPU_ID, CTL_IDX_FIELD
+	movq rseqalloc_own_tls@gottpoff(%rip), %rax
+	movq %rax, CTL_AREA_OFF
+	addq $RSEQ_OFF_CPU_ID, %rax
+	movq %rax, CTL_IDX_OFF
+1:
+.endm
+
 /* ENTRY(name): the indirect function `name`, whose resolver returns
  * name_region when rseqalloc_regions_chosen() (src/rseq/regions.rs) says
  * so, else name_mainline. The resolver runs during relocation, before TLS
@@ -204,6 +233,7 @@
 	.p2align 4
 \name:
 	.cfi_startproc
+	OWN_AREA_DEFAULT
 	subq $8, %rsp			/* keep the callee's stack 16-aligned */
 	.cfi_adjust_cfa_offset 8
 	call rseqalloc_regions_chosen
@@ -321,7 +351,7 @@ FUNCTION_BEGIN rseqalloc_cs_pop_batch_\mode
 	jz .Lrseqalloc_cs_pop_batch_\mode\()_miss
 	ARM rseqalloc_cs_pop_batch_\mode, \mode
 .Lrseqalloc_cs_pop_batch_\mode\()_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_\mode\()_miss
+	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_\mode\()_miss, \mode
 	movzwl CURRENT(%r8), %ecx
 	movzwl BEGIN(%r8), %r9d
 	movq %rcx, %rax
@@ -359,7 +389,7 @@ FUNCTION_BEGIN rseqalloc_cs_push_batch_\mode
 	jz .Lrseqalloc_cs_push_batch_\mode\()_miss
 	ARM rseqalloc_cs_push_batch_\mode, \mode
 .Lrseqalloc_cs_push_batch_\mode\()_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss
+	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss, \mode
 	movzwl CURRENT(%r8), %ecx
 	movzwl END(%r8), %eax
 	subq %rcx, %rax			/* free slots; <= 0 when full or locked */
@@ -455,7 +485,9 @@ FUNCTION_END rseqalloc_glibc_rseq
 	.hidden rseqalloc_free_slow
 	.hidden rseqalloc_regions_chosen
 
-/* The control block (Rust: rseq::cs::Ctl). Zero until init publishes it. */
+/* The control block (Rust: rseq::cs::Ctl). Zero until the first resolver
+ * names our own area in it (OWN_AREA_DEFAULT), and ncpu 0 until init
+ * publishes it. */
 	.bss
 	.globl rseqalloc_ctl
 	.hidden rseqalloc_ctl
@@ -476,8 +508,8 @@ rseqalloc_restarts:
 
 /* Our thread-local block (abi.h). It is initialised TLS (.tdata), not
  * .tbss: a new thread starts with cpu_id = mm_cid = -1
- * (RSEQ_CPU_ID_UNINITIALIZED) and area_delta 0, so every section misses
- * until the thread's first slow path. State 0 is "not tried". */
+ * (RSEQ_CPU_ID_UNINITIALIZED), so every section that reads this area misses
+ * until the thread registers it. State 0 is "not tried". */
 	.section .tdata, "awT", @progbits
 	.globl rseqalloc_own_tls
 	.hidden rseqalloc_own_tls
@@ -491,7 +523,6 @@ rseqalloc_own_tls:
 	.long 0			/* node_id */
 	.long -1		/* mm_cid */
 	.long 0			/* padding */
-	.quad 0			/* area_delta (OWN_TLS_OFF_AREA_DELTA) */
 	.long 0			/* state (OWN_TLS_OFF_STATE) */
 	.zero OWN_TLS_SIZE - OWN_TLS_OFF_STATE - 4
 	.size rseqalloc_own_tls, OWN_TLS_SIZE

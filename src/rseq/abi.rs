@@ -55,9 +55,6 @@ pub struct RseqCs {
 pub struct OwnTls {
     /// Our own area; registered with `rseq(2)` only where glibc registered none.
     pub area: Rseq,
-    /// Where the sections find this thread's rseq area, relative to this
-    /// block: 0 (our own area) until the thread's first slow path.
-    pub area_delta: isize,
     /// `rseq::OwnState` as u32.
     pub state: u32,
 }
@@ -78,7 +75,6 @@ const _: () = {
     assert!(core::mem::size_of::<Rseq>() as i64 == h::RSEQ_AREA_SIZE);
     assert!(core::mem::size_of::<RseqCs>() as i64 == h::RSEQ_CS_SIZE);
     assert!(offset_of!(RseqCs, abort_ip) == 24);
-    assert!(offset_of!(OwnTls, area_delta) as i64 == h::OWN_TLS_OFF_AREA_DELTA);
     assert!(offset_of!(OwnTls, state) as i64 == h::OWN_TLS_OFF_STATE);
     assert!(core::mem::size_of::<OwnTls>() as i64 <= h::OWN_TLS_SIZE);
 };

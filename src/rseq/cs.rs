@@ -5,14 +5,14 @@
 //! to the mainline or the region copy of its section (`super::regions`), so
 //! a call through it costs what a call to either copy would.
 
-use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicI64, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize};
 use memoffset::offset_of;
 
 use super::abi::{header as h, RseqCs};
 
 /// The control block every section reads (`rseqalloc_ctl` in the asm file).
 /// Init fills it once; `ncpu` is stored last, and 0 means "not yet", which
-/// makes every section miss.
+/// makes every section miss. Until then the area is our own TLS block's.
 #[repr(C, align(64))]
 pub struct Ctl {
     /// Offset of the cache index in struct rseq: `cpu_id` or `mm_cid`.
@@ -21,12 +21,18 @@ pub struct Ctl {
     pub slabs: AtomicUsize,
     /// Number of regions; an index ≥ this misses.
     pub ncpu: AtomicU32,
+    /// Thread-pointer offset of the rseq area every thread uses.
+    pub area_off: AtomicIsize,
+    /// `area_off + idx_field`: where region copies read the index.
+    pub idx_off: AtomicIsize,
 }
 
 const _: () = {
     assert!(offset_of!(Ctl, idx_field) as i64 == h::CTL_OFF_IDX_FIELD);
     assert!(offset_of!(Ctl, slabs) as i64 == h::CTL_OFF_SLABS);
     assert!(offset_of!(Ctl, ncpu) as i64 == h::CTL_OFF_NCPU);
+    assert!(offset_of!(Ctl, area_off) as i64 == h::CTL_OFF_AREA_OFF);
+    assert!(offset_of!(Ctl, idx_off) as i64 == h::CTL_OFF_IDX_OFF);
     assert!(core::mem::size_of::<Ctl>() as i64 == h::CTL_SIZE);
 };
 

@@ -14,16 +14,16 @@
 //! descriptor, because the kernel holds our sections in its per-process
 //! table, registered here before the sections are published.
 //!
-//! Sections find a thread's area through `area_delta` in our own TLS block
-//! (asm/abi.h). It starts at 0, naming our own, unregistered area whose index
-//! reads -1, so a thread's first operation misses; `current_index`, on that
-//! slow path, points it at the process's area (registering ours if needed).
+//! Every thread's area is at the same thread-pointer offset, which `publish`
+//! stores in the control block (asm/abi.h). In our own-area mode a thread's
+//! area reads index -1 until `current_index`, on the thread's first slow
+//! path, registers it.
 
 pub mod abi;
 pub mod cs;
 pub mod regions;
 
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::config::{Config, ModeRequest};
 use crate::os;
@@ -157,25 +157,24 @@ pub fn choose_index(config: &Config, mode: Mode) -> CacheIndex {
     }
 }
 
-/// Thread-pointer offset of the area sections use in this process (glibc's,
-/// or our own block's); each thread points its `area_delta` there.
-static AREA_OFF: AtomicIsize = AtomicIsize::new(0);
-
 /// Publishes the decision to the critical sections. `area_off` is the
 /// thread-pointer offset of the rseq area; `slabs`/`ncpu` describe the
 /// regions. In fallback mode `ncpu` stays 0, so every section misses.
 pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncpu: u32) {
     INDEX.store(matches!(index, CacheIndex::MmCid) as u8, Ordering::Relaxed);
-    AREA_OFF.store(area_off, Ordering::Relaxed);
     if mode != Mode::Fallback {
         let field = match index {
             CacheIndex::CpuId => core::mem::offset_of!(Rseq, cpu_id),
             CacheIndex::MmCid => core::mem::offset_of!(Rseq, mm_cid),
-        };
+        } as isize;
         // SAFETY: the control block is a static; only init writes it, before
-        // `ncpu` != 0 lets any section use it.
+        // `ncpu` != 0 lets any section use it. A mainline section reads the
+        // index from the area it armed, so any mix of old and new words it
+        // sees is safe; a region copy reads `idx_off` alone.
         let ctl = unsafe { &CTL };
         ctl.idx_field.store(field as i64, Ordering::Relaxed);
+        ctl.idx_off.store(area_off + field, Ordering::Relaxed);
+        ctl.area_off.store(area_off, Ordering::Relaxed);
         ctl.slabs.store(slabs, Ordering::Relaxed);
         ctl.ncpu.store(ncpu, Ordering::Release);
     }
@@ -199,14 +198,10 @@ pub fn current_index() -> Option<usize> {
         Mode::Uninit => None,
         Mode::Fallback => os::current_cpu(),
         Mode::RseqGlibc | Mode::RseqOwn | Mode::Region => {
-            let tls = own_tls();
-            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread(tls) {
+            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread(own_tls()) {
                 return None;
             }
-            // SAFETY: a plain read of a link-time constant.
-            let own_off = unsafe { cs::rseqalloc_own_tls_offset() };
-            tls.area_delta = AREA_OFF.load(Ordering::Relaxed) - own_off;
-            read_index(tls)
+            read_index()
         }
     }
 }
@@ -221,13 +216,13 @@ fn own_tls() -> &'static mut OwnTls {
 
 /// Reads the index field of this thread's area in use; negative values
 /// (unregistered, registration failed) give None.
-fn read_index(tls: &OwnTls) -> Option<usize> {
-    let area = (tls as *const OwnTls as *const u8).wrapping_offset(tls.area_delta);
-    // SAFETY: `idx_field` is the offset of a u32 field of struct rseq, and
-    // `area` is this thread's glibc-registered or own area.
+fn read_index() -> Option<usize> {
+    // SAFETY: `idx_off` is the thread-pointer offset of a u32 field of this
+    // thread's glibc-registered or own area (`publish`).
     let value = unsafe {
-        let field = CTL.idx_field.load(Ordering::Relaxed) as usize;
-        core::ptr::read_volatile(area.add(field) as *const u32) as i32
+        let tp = cs::rseqalloc_thread_pointer();
+        let field = tp.wrapping_offset(CTL.idx_off.load(Ordering::Relaxed));
+        core::ptr::read_volatile(field as *const u32) as i32
     };
     usize::try_from(value).ok()
 }
