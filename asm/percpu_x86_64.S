@@ -15,6 +15,10 @@
  *                region = slabs + idx << REGION_SHIFT
  *                ... loads, slot writes nobody can see yet ...
  *                header.current = new value       <- the single commit store
+ *                (pop and push: `decw`/`incw` on it, one instruction; the
+ *                value it reads is the one the section loaded, since only
+ *                this CPU's sections change `current` while a section runs:
+ *                a remote operation fences before it writes)
  *        commit: return
  *
  *        .long RSEQ_SIG                           (checked by the kernel)
@@ -160,9 +164,8 @@
 	cmpw BEGIN(%rdx), %cx
 	jbe \miss
 	movq -8(%rdx, %rcx, 8), %rax
-	decl %ecx
 	incq META_OFF_ALLOC_HITS(%rdx)
-	movw %cx, CURRENT(%rdx)
+	decw CURRENT(%rdx)
 .L\name\()_commit:
 .endm
 
@@ -176,9 +179,8 @@
 	cmpw END_OF(%rdx, \cls), %cx
 	jae \miss
 	movq \obj, (%rdx, %rcx, 8)
-	incl %ecx
 	incq META_OFF_FREE_HITS(%rdx)
-	movw %cx, CURRENT_OF(%rdx, \cls)
+	incw CURRENT_OF(%rdx, \cls)
 .L\name\()_commit:
 .endm
 

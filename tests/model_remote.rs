@@ -145,6 +145,11 @@ impl Sim<'_> {
                 s.done += 1;
             }
             (Some(current), Some(count)) => {
+                // The single push and pop commit with `incw`/`decw` on
+                // `current` rather than a store of the loaded value: the two
+                // agree only if nothing else wrote `current` meanwhile.
+                let now = self.current(s.class).load(Ordering::Relaxed);
+                prop_assert_eq!(now, current, "current changed under a section");
                 let new = if s.push { current + count as u16 } else { current - count as u16 };
                 self.current(s.class).store(new, Ordering::Release);
                 if s.push {
