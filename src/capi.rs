@@ -107,10 +107,12 @@ fn memalign_any(align: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn free_any(op: &str, p: *mut u8) {
     match pagemap::class_of(p) {
-        // SAFETY: class_of(p) is class.
-        Some(class) => unsafe {
-            if check::take(op, p, class) {
-                percpu::free(class, p);
+        // SAFETY: class_of(p) is class; a block that passes `take` is one
+        // the caller gives up.
+        Some(class) => match unsafe { check::take(p, class) } {
+            Ok(()) => unsafe { percpu::free(class, p) },
+            Err(why) => {
+                check::report(op, p, why);
             }
         },
         // SAFETY: the caller's guarantee passes on.

@@ -81,28 +81,28 @@ pub unsafe fn on_alloc(p: *mut u8) {
 
 /// Whether the C API may free `p`, a pointer into a `class` span: an object
 /// start that is handed out. If so, marks it free (the caller then frees it);
-/// if not, reports it, which returns false only with `RSEQALLOC_BAD_FREE=leak`.
+/// if not, says why (the caller reports it, off its hot path).
 ///
 /// # Safety
 /// `pagemap::class_of(p) == Some(class)`.
 #[inline(always)]
-pub unsafe fn take(op: &str, p: *mut u8, class: SizeClass) -> bool {
+pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
     if !class.is_object_offset(pagemap::offset_in_span(p, class)) {
-        return report(op, p, Bad::Interior);
+        return Err(Bad::Interior);
     }
     if BITMAP.load(Ordering::Relaxed) != 0 {
-        return flip(p, false) || report(op, p, Bad::DoubleFree);
+        return if flip(p, false) { Ok(()) } else { Err(Bad::DoubleFree) };
     }
     let mark = SECRET.load(Ordering::Relaxed) ^ p as u64;
     // SAFETY: p is an object start in a live span (class_of says so, and the
     // offset test passed), so its 16+ bytes are arena memory we may touch.
     unsafe {
         if stamp(p).read() == mark {
-            return report(op, p, Bad::DoubleFree);
+            return Err(Bad::DoubleFree);
         }
         stamp(p).write(mark);
     }
-    true
+    Ok(())
 }
 
 /// Whether `p`, a pointer into a `class` span, is a handed-out block (for

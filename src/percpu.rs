@@ -139,31 +139,26 @@ pub fn region(idx: usize) -> Option<Region> {
     (idx < ncpu()).then(|| Region { base: SLABS.load(Ordering::Relaxed) + (idx << REGION_SHIFT) })
 }
 
-/// Allocates an object of `class`: a pop from this CPU's stack (≈ 15
-/// instructions in the section, no atomics, no fences), else `alloc_slow`.
+/// Allocates an object of `class`: the size-taking entry point with the
+/// class's own size (which the asm's table maps back to the class), so
+/// that a hit is one tail call and a miss goes straight to `alloc_slow`.
 #[inline(always)]
 pub fn alloc(class: SizeClass) -> *mut u8 {
-    // SAFETY: class < NUM_CLASSES by construction of SizeClass; the regions
-    // stay mapped once published (`map_slabs`).
-    let p = unsafe { cs::pop(class.index()) };
-    if !p.is_null() {
-        return p;
-    }
-    alloc_slow(class)
+    // SAFETY: a class's size is ≤ MAX_SMALL; the regions stay mapped once
+    // published (`map_slabs`).
+    unsafe { cs::rseqalloc_malloc_small(class.size()) }
 }
 
-/// Frees an object of `class`: a push on this CPU's stack, else `free_slow`.
+/// Frees an object of `class`, as `alloc` does: a push on this CPU's stack,
+/// else `free_slow`, from one tail call.
 ///
 /// # Safety
 /// `p` is an allocated object of `class` that the caller gives up.
 #[inline(always)]
 pub unsafe fn free(class: SizeClass, p: *mut u8) {
-    // SAFETY: as in `alloc`; the caller gives up p.
-    if unsafe { cs::push(class.index(), p) } {
-        return;
-    }
-    // SAFETY: the caller's guarantee passes on.
-    unsafe { free_slow(class, p) }
+    // SAFETY: as in `alloc`; the caller gives up p, an object of the class
+    // its size maps to.
+    unsafe { cs::rseqalloc_free_small(p, class.size()) }
 }
 
 /// `alloc_slow` for the asm entry point `rseqalloc_malloc_small`, which

@@ -208,6 +208,15 @@ mod tests {
     }
 
     #[test]
+    fn every_class_size_maps_back_to_its_class() {
+        // percpu::alloc and ::free pass a class to the size-taking entry
+        // points as its size.
+        for c in SizeClass::all() {
+            assert_eq!(SizeClass::of_unchecked(c.size()), c);
+        }
+    }
+
+    #[test]
     fn classes_are_increasing_multiples_of_16_and_fit_their_spans() {
         for (a, b) in SizeClass::all().zip(SizeClass::all().skip(1)) {
             assert!(a.size() < b.size());

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WL_UNUSED __attribute__((unused))
 
@@ -175,7 +176,7 @@ static WL_UNUSED void wl_result(const char *name, const wl_args *a, uint64_t ops
     usleep((useconds_t)atoi(steady) * 1000);
     long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");
-    if (f && fscanf(f, "%*ld %ld", &pages) == 1) printf("STEADY rss_kib=%ld\n", pages * 4);
+    if (f && fscanf(f, "%*d %ld", &pages) == 1) printf("STEADY rss_kib=%ld\n", pages * 4);
     if (f) fclose(f);
     fflush(stdout);
   }
