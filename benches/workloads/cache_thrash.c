@@ -10,7 +10,10 @@
  */
 #include "wl_common.h"
 
-#define OBJSZ 8
+/* WL_OBJSZ=n (1..4096, default 8) sets the object size: at 64, objects of
+ * different threads can no longer share a line, which isolates the false
+ * sharing from everything else the allocator does. */
+static int OBJSZ = 8;
 #define ITER 1000
 
 static uint64_t reps, seed;
@@ -28,6 +31,12 @@ static void *worker(void *vp) {
 
 int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "cache-thrash");
+  const char *objsz = getenv("WL_OBJSZ");
+  if (objsz) OBJSZ = atoi(objsz);
+  if (OBJSZ < 1 || OBJSZ > 4096) {
+    fprintf(stderr, "WL_OBJSZ must be 1..4096\n");
+    return 2;
+  }
   seed = a.seed;
   reps = wl_scaled(a.scale, 80000, 10);
   int n = a.threads;
