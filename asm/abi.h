@@ -70,8 +70,9 @@
 #define NUM_SITES 4
 
 /* Descriptors in our part of __rseq_cs: six sections, each as a mainline
- * and a region copy. The asm file checks its count against this. */
-#define NUM_SECTIONS 12
+ * and a region copy, and the two size-taking ones with a second mainline
+ * copy (one per index field). tests/rseq_cs_section.rs counts them. */
+#define NUM_SECTIONS 14
 
 /* prctl(2) restart regions (kernel-patch/, include/uapi/linux/prctl.h):
  * the option ("RSEQ"), its QUERY and SET_TABLE operations, and the size of

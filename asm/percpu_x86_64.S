@@ -135,18 +135,24 @@
 	.endif
 .endm
 
-/* REGION(reg, reg32, miss, mode): inside a section, read this CPU's index,
- * bounds-check it, and turn it into its region's address. A mainline copy
- * reads it from the area at %rax, where it armed its descriptor: an index
- * from any other area would not be protected by it. A region copy needs
- * only the index's own offset. */
-.macro REGION reg, reg32, miss, mode
-	.ifc \mode, mainline
+/* REGION(reg, reg32, miss, mode, field): inside a section, read this CPU's
+ * index, bounds-check it, and turn it into its region's address. A mainline
+ * copy reads it from the area at %rax, where it armed its descriptor: an
+ * index from any other area would not be protected by it. Its `field` is
+ * the index's offset in struct rseq when the copy is specialised for one
+ * (the size-taking entry points: one load fewer), else `any`: the offset
+ * init published. A region copy needs only the index's own offset. */
+.macro REGION reg, reg32, miss, mode, field
+	.ifc \mode, region
+	movq CTL_IDX_OFF, \reg
+	movl %fs:(\reg), \reg32
+	.else
+	.ifc \field, any
 	movq CTL_IDX_FIELD, \reg
 	movl %fs:(%rax, \reg), \reg32
 	.else
-	movq CTL_IDX_OFF, \reg
-	movl %fs:(\reg), \reg32
+	movl %fs:\field(%rax), \reg32
+	.endif
 	.endif
 	cmpl CTL_NCPU, \reg32
 	jae \miss
@@ -154,12 +160,12 @@
 	addq CTL_SLABS, \reg
 .endm
 
-/* POP(name, miss, mode): the pop section for the class in %rdi; the object
- * ends in %rax. Clobbers %rcx, %rdx. */
-.macro POP name, miss, mode
+/* POP(name, miss, mode, field): the pop section for the class in %rdi; the
+ * object ends in %rax. Clobbers %rcx, %rdx. */
+.macro POP name, miss, mode, field
 	ARM \name, \mode
 .L\name\()_start:
-	REGION %rdx, %edx, \miss, \mode
+	REGION %rdx, %edx, \miss, \mode, \field
 	movzwl CURRENT(%rdx), %ecx
 	cmpw BEGIN(%rdx), %cx
 	jbe \miss
@@ -169,12 +175,13 @@
 .L\name\()_commit:
 .endm
 
-/* PUSH(name, miss, cls, obj, mode): the push section of the object in
- * register `obj` on the class in register `cls`. Clobbers %rax, %rcx, %rdx. */
-.macro PUSH name, miss, cls, obj, mode
+/* PUSH(name, miss, cls, obj, mode, field): the push section of the object
+ * in register `obj` on the class in register `cls`. Clobbers %rax, %rcx,
+ * %rdx. */
+.macro PUSH name, miss, cls, obj, mode, field
 	ARM \name, \mode
 .L\name\()_start:
-	REGION %rdx, %edx, \miss, \mode
+	REGION %rdx, %edx, \miss, \mode, \field
 	movzwl CURRENT_OF(%rdx, \cls), %ecx
 	cmpw END_OF(%rdx, \cls), %cx
 	jae \miss
@@ -251,6 +258,40 @@
 	.size \name, . - \name
 .endm
 
+/* ENTRY_BY_INDEX(name): as ENTRY, for a section with a region copy and two
+ * mainline copies, name_mainline_cid and name_mainline_cpu: the resolver
+ * also asks rseqalloc_mm_cid_chosen() (src/rseq/resolve.rs), the same
+ * answer init then indexes the caches by. */
+.macro ENTRY_BY_INDEX name
+	.text
+	.globl \name
+	.hidden \name
+	.type \name, @gnu_indirect_function
+	.p2align 4
+\name:
+	.cfi_startproc
+	OWN_AREA_DEFAULT
+	subq $8, %rsp			/* keep the callees' stack 16-aligned */
+	.cfi_adjust_cfa_offset 8
+	leaq \name\()_region(%rip), %rcx
+	movq %rcx, (%rsp)
+	call rseqalloc_regions_chosen
+	testb %al, %al
+	jnz 2f
+	call rseqalloc_mm_cid_chosen
+	leaq \name\()_mainline_cpu(%rip), %rcx
+	leaq \name\()_mainline_cid(%rip), %rdx
+	testb %al, %al
+	cmovnzq %rdx, %rcx
+	movq %rcx, (%rsp)
+2:	movq (%rsp), %rax
+	addq $8, %rsp
+	.cfi_adjust_cfa_offset -8
+	ret
+	.cfi_endproc
+	.size \name, . - \name
+.endm
+
 /* ------------------------------------------------------------------------ */
 /* Critical sections: each macro emits one copy; `mode` is mainline|region  */
 /* ------------------------------------------------------------------------ */
@@ -273,16 +314,16 @@ rseqalloc_rseq_cs:
  *   rdi = size <= MAX_SMALL, for alignment <= 16. Returns an object of its
  *   class from this CPU's cache, or tail-calls rseqalloc_alloc_slow(class).
  */
-.macro MALLOC_SMALL mode
-FUNCTION_BEGIN rseqalloc_malloc_small_\mode
+.macro MALLOC_SMALL copy, mode, field
+FUNCTION_BEGIN rseqalloc_malloc_small_\copy
 	CLASS_OF %rdi, %rax
-	POP rseqalloc_malloc_small_\mode, .Lrseqalloc_malloc_small_\mode\()_miss, \mode
+	POP rseqalloc_malloc_small_\copy, .Lrseqalloc_malloc_small_\copy\()_miss, \mode, \field
 	ret
-.Lrseqalloc_malloc_small_\mode\()_miss:
+.Lrseqalloc_malloc_small_\copy\()_miss:
 	jmp rseqalloc_alloc_slow
-	ABORT rseqalloc_malloc_small_\mode, SITE_POP
-FUNCTION_END rseqalloc_malloc_small_\mode
-RSEQ_DESCRIPTOR rseqalloc_malloc_small_\mode
+	ABORT rseqalloc_malloc_small_\copy, SITE_POP
+FUNCTION_END rseqalloc_malloc_small_\copy
+RSEQ_DESCRIPTOR rseqalloc_malloc_small_\copy
 .endm
 
 /*
@@ -292,16 +333,16 @@ RSEQ_DESCRIPTOR rseqalloc_malloc_small_\mode
  *   this CPU's cache of its class, or tail-calls
  *   rseqalloc_free_slow(object, class).
  */
-.macro FREE_SMALL mode
-FUNCTION_BEGIN rseqalloc_free_small_\mode
+.macro FREE_SMALL copy, mode, field
+FUNCTION_BEGIN rseqalloc_free_small_\copy
 	CLASS_OF %rsi, %rax
-	PUSH rseqalloc_free_small_\mode, .Lrseqalloc_free_small_\mode\()_miss, %rsi, %rdi, \mode
+	PUSH rseqalloc_free_small_\copy, .Lrseqalloc_free_small_\copy\()_miss, %rsi, %rdi, \mode, \field
 	ret
-.Lrseqalloc_free_small_\mode\()_miss:
+.Lrseqalloc_free_small_\copy\()_miss:
 	jmp rseqalloc_free_slow
-	ABORT rseqalloc_free_small_\mode, SITE_PUSH
-FUNCTION_END rseqalloc_free_small_\mode
-RSEQ_DESCRIPTOR rseqalloc_free_small_\mode
+	ABORT rseqalloc_free_small_\copy, SITE_PUSH
+FUNCTION_END rseqalloc_free_small_\copy
+RSEQ_DESCRIPTOR rseqalloc_free_small_\copy
 .endm
 
 /*
@@ -312,7 +353,7 @@ RSEQ_DESCRIPTOR rseqalloc_free_small_\mode
  */
 .macro CS_POP mode
 FUNCTION_BEGIN rseqalloc_cs_pop_\mode
-	POP rseqalloc_cs_pop_\mode, .Lrseqalloc_cs_pop_\mode\()_miss, \mode
+	POP rseqalloc_cs_pop_\mode, .Lrseqalloc_cs_pop_\mode\()_miss, \mode, any
 	ret
 .Lrseqalloc_cs_pop_\mode\()_miss:
 	xorl %eax, %eax
@@ -330,7 +371,7 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop_\mode
  */
 .macro CS_PUSH mode
 FUNCTION_BEGIN rseqalloc_cs_push_\mode
-	PUSH rseqalloc_cs_push_\mode, .Lrseqalloc_cs_push_\mode\()_miss, %rdi, %rsi, \mode
+	PUSH rseqalloc_cs_push_\mode, .Lrseqalloc_cs_push_\mode\()_miss, %rdi, %rsi, \mode, any
 	movl $1, %eax
 	ret
 .Lrseqalloc_cs_push_\mode\()_miss:
@@ -353,7 +394,7 @@ FUNCTION_BEGIN rseqalloc_cs_pop_batch_\mode
 	jz .Lrseqalloc_cs_pop_batch_\mode\()_miss
 	ARM rseqalloc_cs_pop_batch_\mode, \mode
 .Lrseqalloc_cs_pop_batch_\mode\()_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_\mode\()_miss, \mode
+	REGION %r8, %r8d, .Lrseqalloc_cs_pop_batch_\mode\()_miss, \mode, any
 	movzwl CURRENT(%r8), %ecx
 	movzwl BEGIN(%r8), %r9d
 	movq %rcx, %rax
@@ -391,7 +432,7 @@ FUNCTION_BEGIN rseqalloc_cs_push_batch_\mode
 	jz .Lrseqalloc_cs_push_batch_\mode\()_miss
 	ARM rseqalloc_cs_push_batch_\mode, \mode
 .Lrseqalloc_cs_push_batch_\mode\()_start:
-	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss, \mode
+	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss, \mode, any
 	movzwl CURRENT(%r8), %ecx
 	movzwl END(%r8), %eax
 	subq %rcx, %rax			/* free slots; <= 0 when full or locked */
@@ -416,14 +457,21 @@ FUNCTION_END rseqalloc_cs_push_batch_\mode
 RSEQ_DESCRIPTOR rseqalloc_cs_push_batch_\mode
 .endm
 
-/* Every section twice, and the entry point choosing between the copies.
- * NUM_SECTIONS in abi.h counts the descriptors this emits. */
-.irp section, MALLOC_SMALL, FREE_SMALL, CS_POP, CS_PUSH, CS_POP_BATCH, CS_PUSH_BATCH
+/* Every section twice (the size-taking entry points three times: their
+ * mainline copies are specialised by index field), and the entry points
+ * choosing between the copies. NUM_SECTIONS in abi.h counts the
+ * descriptors this emits. */
+.irp section, MALLOC_SMALL, FREE_SMALL
+	\section mainline_cpu, mainline, RSEQ_OFF_CPU_ID
+	\section mainline_cid, mainline, RSEQ_OFF_MM_CID
+	\section region, region, any
+.endr
+.irp section, CS_POP, CS_PUSH, CS_POP_BATCH, CS_PUSH_BATCH
 	\section mainline
 	\section region
 .endr
-ENTRY rseqalloc_malloc_small
-ENTRY rseqalloc_free_small
+ENTRY_BY_INDEX rseqalloc_malloc_small
+ENTRY_BY_INDEX rseqalloc_free_small
 ENTRY rseqalloc_cs_pop
 ENTRY rseqalloc_cs_push
 ENTRY rseqalloc_cs_pop_batch
@@ -486,6 +534,7 @@ FUNCTION_END rseqalloc_glibc_rseq
 	.hidden rseqalloc_alloc_slow
 	.hidden rseqalloc_free_slow
 	.hidden rseqalloc_regions_chosen
+	.hidden rseqalloc_mm_cid_chosen
 
 /* The control block (Rust: rseq::cs::Ctl). Zero until the first resolver
  * names our own area in it (OWN_AREA_DEFAULT), and ncpu 0 until init

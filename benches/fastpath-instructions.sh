@@ -8,8 +8,9 @@
 # slow paths), so the walk follows fall-through, steps into `call`s of our
 # sections, and stops at the outer `ret`. It prints the path so it can be
 # checked by eye, and fails if a lock prefix or fence appears on it. It
-# counts both bindings of the section entry points: the mainline copies
-# (stock kernels) and the region copies (kernel-patch/, region mode).
+# counts every binding of the section entry points: the mainline copies
+# (stock kernels) with caches indexed by mm_cid (the default) and by CPU id,
+# and the region copies (kernel-patch/, region mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --example fastpath >/dev/null 2>&1
@@ -21,8 +22,9 @@ import re, sys
 # ("jmp *slot(%rip)", rustc does not relax them): map each GOT slot to its
 # target through the slot's R_X86_64_RELATIVE relocation. The section entry
 # points are indirect functions (R_X86_64_IRELATIVE to their resolver), which
-# the loader binds to <name>_mainline or <name>_region: `irelative` keeps
-# the resolver, and the walk is done once for each binding.
+# the loader binds to one copy, <name>_<copy>: `irelative` keeps the
+# resolver, and the walk is done once for each binding. Sections with one
+# mainline copy for both index fields are named <name>_mainline.
 got, irelative = {}, {}
 for line in open(sys.argv[2]):
     f = line.split()
@@ -50,7 +52,10 @@ def target(text, slot, copy):
         return int(text.split()[1], 16)
     if slot in irelative:
         resolver, _ = by_addr[irelative[slot]]
-        return funcs[f"{resolver}_{copy}"][0][0]
+        name = f"{resolver}_{copy}"
+        if name not in funcs:
+            name = f"{resolver}_{copy.split('_')[0]}"
+        return funcs[name][0][0]
     return got[slot]
 
 def walk(name, copy, depth=0):
@@ -75,7 +80,10 @@ entries = {}
 for kind in ("alloc", "dealloc"):
     # rustc mangles the shim names (v0 scheme): ...12___rust_alloc, ...14___rust_dealloc.
     entries[kind] = next(n for n in funcs if re.search(r'\d+___rust_%s$' % kind, n))
-for copy in ("mainline", "region"):
+bindings = (("mainline_cid", "mainline rseq (stock kernels), caches by mm_cid"),
+            ("mainline_cpu", "mainline rseq (stock kernels), caches by CPU id"),
+            ("region", "region mode (restart regions)"))
+for copy, _ in bindings:
     for kind, entry in entries.items():
         path = walk(entry, copy)
         print(f"--- {entry}, {copy} copy: {len(path)} instructions on the hit path")
@@ -84,7 +92,7 @@ for copy in ("mainline", "region"):
         if bad:
             sys.exit(f"atomic or fence on the fast path: {bad}")
         total[copy, kind] = len(path)
-for copy, what in (("mainline", "mainline rseq (stock kernels)"), ("region", "region mode (restart regions)")):
+for copy, what in bindings:
     print(f"{what}: small alloc {total[copy, 'alloc']} instructions, small free {total[copy, 'dealloc']} "
           "instructions, no lock prefix, no fence")
 PY

@@ -13,7 +13,7 @@ pub enum ModeRequest {
     /// rseq; if it is unavailable, a warning is printed and the fallback runs.
     Rseq,
     /// Mainline rseq even on a kernel with restart regions (the loader reads
-    /// this one from the initial environment: `rseq::regions`).
+    /// this one from the initial environment: `rseq::resolve`).
     Mainline,
     /// Never enter a critical section (debuggers, valgrind, rr).
     Fallback,
@@ -24,8 +24,6 @@ pub enum ModeRequest {
 pub struct Config {
     /// `RSEQALLOC_MODE`.
     pub mode: ModeRequest,
-    /// `RSEQALLOC_MMCID`: index caches by `mm_cid` where the kernel offers it.
-    pub use_mm_cid: bool,
     /// `RSEQALLOC_CPU_CACHE_BYTES`: bytes of objects one CPU's cache may hold.
     pub cpu_cache_bytes: usize,
     /// `RSEQALLOC_VERBOSE`: print the chosen mode and options at init.
@@ -88,7 +86,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: c"RSEQALLOC_MMCID",
         default: "1",
-        doc: "1: index caches by mm_cid when the kernel offers it; 0: by CPU id",
+        doc: "1: index caches by mm_cid when the kernel offers it; 0: by CPU id (read from the initial environment, at load time)",
     },
     Variable {
         name: c"RSEQALLOC_CPU_CACHE_BYTES",
@@ -152,7 +150,6 @@ impl Config {
         };
         Config {
             mode,
-            use_mm_cid: flag(c"RSEQALLOC_MMCID", true),
             cpu_cache_bytes: number(c"RSEQALLOC_CPU_CACHE_BYTES", DEFAULT_CPU_CACHE_BYTES, 4096, 1 << 28),
             verbose: flag(c"RSEQALLOC_VERBOSE", false),
             stats_at_exit: flag(c"RSEQALLOC_STATS", false),

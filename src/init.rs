@@ -81,7 +81,7 @@ fn bring_up() -> bool {
         return false;
     };
     let (mode, area_off) = rseq::choose_mode(&config);
-    let index = rseq::choose_index(&config, mode);
+    let index = rseq::choose_index(mode);
     fence::init(mode, config.membarrier);
     background::init(&config);
     #[cfg(feature = "capi")]

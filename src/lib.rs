@@ -35,7 +35,9 @@
 //!  large       one mapping per big block, a bounded cache of freed ones;
 //!              realloc by mremap
 //!  registry    the set of live large blocks (which pointers are ours)
-//!  rseq        mode choice, area registration; rseq/cs: the asm sections
+//!  rseq        mode choice, area registration; rseq/cs: the asm sections;
+//!              rseq/resolve: which section copies the loader binds;
+//!              rseq/regions: registration with the patched kernel
 //!  size_class  sizes, one-load lookup, batch and capacity shape
 //!  init, config, stats, sync, os   bring-up, options, counters, lock, syscalls
 //! ```

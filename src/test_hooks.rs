@@ -85,11 +85,8 @@ impl Slab {
                 (Mode::RseqGlibc, area.0.get() as isize - tp)
             }
         };
-        let cache = if matches!(config.mode, ModeRequest::Fallback) {
-            CacheIndex::CpuId
-        } else {
-            rseq::choose_index(&config, mode)
-        };
+        let cache =
+            if matches!(config.mode, ModeRequest::Fallback) { CacheIndex::CpuId } else { rseq::choose_index(mode) };
         rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
         crate::fence::init(mode, config.membarrier);
         // Point this thread's sections at the area (a fake one needs it; a

@@ -70,8 +70,9 @@ fn every_descriptor_is_valid() {
     assert_eq!(cs.size % 32, 0, "descriptors are 32 bytes");
     let count = (cs.size / 32) as usize;
     assert_eq!(
-        count, 12,
-        "malloc_small, free_small, pop, push, pop batch, push batch; each as a mainline and a region copy"
+        count, 14,
+        "malloc_small, free_small, pop, push, pop batch, push batch; each as a mainline and a region copy, \
+         and malloc_small and free_small with a second mainline copy (CPU id and mm_cid)"
     );
 
     let base = (cs.addr + bias) as *const u64;

@@ -22,12 +22,13 @@
 pub mod abi;
 pub mod cs;
 pub mod regions;
+pub mod resolve;
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::config::{Config, ModeRequest};
 use crate::os;
-use abi::{OwnTls, Rseq, AT_RSEQ_FEATURE_SIZE, MM_CID_FEATURE_SIZE, RSEQ_SIG};
+use abi::{OwnTls, Rseq, RSEQ_SIG};
 use cs::rseqalloc_ctl as CTL;
 
 /// How the process runs its per-CPU caches, chosen at its first allocation.
@@ -137,7 +138,7 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     // The loader already bound the sections (`regions`); the region copies
     // are only safe once the kernel holds their table. If it refuses it,
     // the fallback keeps every section missing (ncpu stays 0).
-    if !regions::rseqalloc_regions_chosen() {
+    if !resolve::rseqalloc_regions_chosen() {
         return (mode, area_off);
     }
     if regions::register() {
@@ -147,10 +148,10 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     (Mode::Fallback, 0)
 }
 
-/// Whether caches will be indexed by `mm_cid`.
-pub fn choose_index(config: &Config, mode: Mode) -> CacheIndex {
-    let kernel_has_mm_cid = os::auxval(AT_RSEQ_FEATURE_SIZE) >= MM_CID_FEATURE_SIZE;
-    if config.use_mm_cid && kernel_has_mm_cid && mode != Mode::Fallback {
+/// Whether caches will be indexed by `mm_cid`: as the loader decided when it
+/// bound the size-taking entry points (`resolve`), outside the fallback.
+pub fn choose_index(mode: Mode) -> CacheIndex {
+    if mode != Mode::Fallback && resolve::rseqalloc_mm_cid_chosen() {
         CacheIndex::MmCid
     } else {
         CacheIndex::CpuId

@@ -1,0 +1,244 @@
+//! The load-time choice of critical-section copies: the indirect-function
+//! resolvers of `asm/percpu_x86_64.S` ask it while the loader (or the
+//! start-up code of a static-pie binary) relocates the program, before TLS,
+//! errno or `environ` exist. So it uses raw system calls, not libc (`os.rs`
+//! needs errno), and reads the environment from `/proc/self/environ` and the
+//! auxiliary vector from `/proc/self/auxv`. Each answer is made once and
+//! kept, so that init (`super::choose_mode`, `super::choose_index`) follows
+//! exactly what the loader bound.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use super::abi::header as h;
+
+const SYS_READ: i64 = 0;
+const SYS_CLOSE: i64 = 3;
+pub(super) const SYS_PRCTL: i64 = 157;
+const SYS_OPENAT: i64 = 257;
+const AT_FDCWD: i64 = -100;
+const O_RDONLY_CLOEXEC: i64 = 0o2_000_000;
+
+/// 0: not decided yet; 1: mainline copies; 2: region copies.
+static REGIONS: AtomicU8 = AtomicU8::new(0);
+/// 0: not decided yet; 1: CPU-id copies; 2: mm_cid copies.
+static MM_CID: AtomicU8 = AtomicU8::new(0);
+
+/// A system call with up to five arguments; returns the kernel's value
+/// (negative errno on failure) without touching errno. prctl(2) reads all
+/// five, and PR_RSEQ_REGIONS rejects non-zero unused ones, so callers pass
+/// every argument.
+///
+/// # Safety
+/// The arguments are valid for system call `nr` (pointers it reads or
+/// writes are valid for the lengths it uses).
+#[inline]
+pub(super) unsafe fn syscall5(nr: i64, a1: i64, a2: i64, a3: i64, a4: i64, a5: i64) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller vouches for the arguments; `syscall` clobbers
+    // only rax, rcx and r11, and needs no stack.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a1,
+            in("rsi") a2,
+            in("rdx") a3,
+            in("r10") a4,
+            in("r8") a5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
+    ret
+}
+
+/// Whether the kernel has restart regions with room for our sections:
+/// `PR_RSEQ_REGIONS_QUERY` returns the table limit; a stock kernel EINVAL.
+fn kernel_has_regions() -> bool {
+    // SAFETY: QUERY with a null feature pointer reads and writes nothing.
+    let max = unsafe { syscall5(SYS_PRCTL, h::PR_RSEQ_REGIONS, h::PR_RSEQ_REGIONS_QUERY, 0, 0, 0) };
+    max >= h::NUM_SECTIONS
+}
+
+/// Whether the region copies of the sections run in this process. Decided
+/// on the first call (a resolver's, at load time) and fixed from then on:
+/// region copies on a kernel with restart regions, unless `RSEQALLOC_MODE`
+/// in the initial environment is `mainline` or `fallback`.
+#[no_mangle]
+pub extern "C" fn rseqalloc_regions_chosen() -> bool {
+    decided(&REGIONS, || kernel_has_regions() && !mode_denies_regions())
+}
+
+/// Whether caches are indexed by `mm_cid` in this process, which also picks
+/// the mainline copies of the size-taking entry points (they read the index
+/// at a constant offset). Decided on the first call, like
+/// `rseqalloc_regions_chosen`: `mm_cid` when the kernel maintains it
+/// (`AT_RSEQ_FEATURE_SIZE` ≥ 28) and `RSEQALLOC_MMCID` in the initial
+/// environment is not 0, off, no or false.
+#[no_mangle]
+pub extern "C" fn rseqalloc_mm_cid_chosen() -> bool {
+    decided(&MM_CID, || kernel_has_mm_cid() && !env_denies_mm_cid())
+}
+
+/// A yes/no decision made once: `decide` runs on the first call only.
+fn decided(state: &AtomicU8, decide: impl FnOnce() -> bool) -> bool {
+    let mut value = state.load(Ordering::Relaxed);
+    if value == 0 {
+        value = if decide() { 2 } else { 1 };
+        state.store(value, Ordering::Relaxed);
+    }
+    value == 2
+}
+
+/// Whether the kernel keeps `mm_cid` in the rseq area, from
+/// /proc/self/auxv (getauxval is libc's, which may not be relocated yet).
+fn kernel_has_mm_cid() -> bool {
+    let path = b"/proc/self/auxv\0";
+    // SAFETY: a NUL-terminated path; the flags ask for nothing else.
+    let fd = unsafe { syscall5(SYS_OPENAT, AT_FDCWD, path.as_ptr() as i64, O_RDONLY_CLOEXEC, 0, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // The vector is (type, value) pairs of u64, a few hundred bytes.
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); 128];
+    let mut filled = 0usize;
+    while filled < core::mem::size_of_val(&buf) {
+        // SAFETY: the range [filled, size) of buf is writable; fd is ours.
+        let n = unsafe {
+            let at = (buf.as_mut_ptr() as *mut u8).add(filled);
+            syscall5(SYS_READ, fd, at as i64, (core::mem::size_of_val(&buf) - filled) as i64, 0, 0)
+        };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { syscall5(SYS_CLOSE, fd, 0, 0, 0, 0) };
+    let words = filled / 8;
+    (0..words / 2).any(|i| {
+        // SAFETY: the kernel wrote the first `filled` bytes.
+        let (kind, value) = unsafe { (buf[2 * i].assume_init(), buf[2 * i + 1].assume_init()) };
+        kind == super::abi::AT_RSEQ_FEATURE_SIZE && value >= super::abi::MM_CID_FEATURE_SIZE
+    })
+}
+
+/// Whether `RSEQALLOC_MMCID` in the initial environment turns `mm_cid` off.
+fn env_denies_mm_cid() -> bool {
+    let mut value = [0u8; 8];
+    let Some(len) = initial_env_value(b"RSEQALLOC_MMCID=", &mut value) else { return false };
+    let word = u64::from_ne_bytes(value);
+    let is = |text: &[u8; 8], n: usize| len == n && word == u64::from_ne_bytes(*text);
+    is(b"0\0\0\0\0\0\0\0", 1) || is(b"off\0\0\0\0\0", 3) || is(b"no\0\0\0\0\0\0", 2) || is(b"false\0\0\0", 5)
+}
+
+/// Whether `RSEQALLOC_MODE` is `mainline` or `fallback` in this process's
+/// initial environment. Without /proc (a sandbox, an initramfs that did not
+/// mount it) there is no override.
+///
+/// This code runs before relocation has finished in a static binary, where
+/// libc's `memcmp`/`memset` (themselves indirect functions) may not be
+/// callable yet: it compares words, and leaves buffers uninitialised, so
+/// that the compiler emits no call to them.
+fn mode_denies_regions() -> bool {
+    let mut value = [0u8; 8];
+    if initial_env_value(b"RSEQALLOC_MODE=", &mut value) != Some(8) {
+        return false; // both words that deny are 8 bytes long
+    }
+    let word = u64::from_ne_bytes(value);
+    word == u64::from_ne_bytes(*b"mainline") || word == u64::from_ne_bytes(*b"fallback")
+}
+
+/// Copies the value of the variable named by `prefix` ("NAME=") from
+/// /proc/self/environ into `out`; returns its length, or None if it is
+/// absent, longer than `out`, or the file cannot be read.
+fn initial_env_value(prefix: &[u8], out: &mut [u8]) -> Option<usize> {
+    let path = b"/proc/self/environ\0";
+    // SAFETY: a NUL-terminated path; the flags ask for nothing else.
+    let fd = unsafe { syscall5(SYS_OPENAT, AT_FDCWD, path.as_ptr() as i64, O_RDONLY_CLOEXEC, 0, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let mut scan = EnvScan { prefix, col: 0, matching: true, len: 0, found: None };
+    let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 256];
+    loop {
+        // SAFETY: buf is writable for its length; fd is ours.
+        let n = unsafe { syscall5(SYS_READ, fd, buf.as_mut_ptr() as i64, buf.len() as i64, 0, 0) };
+        if n <= 0 {
+            break;
+        }
+        for b in buf.iter().take(n as usize) {
+            // SAFETY: the kernel wrote the first n bytes.
+            scan.feed(unsafe { b.assume_init() }, out);
+        }
+        if scan.found.is_some() {
+            break;
+        }
+    }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { syscall5(SYS_CLOSE, fd, 0, 0, 0, 0) };
+    scan.found.flatten()
+}
+
+/// A streaming matcher over NUL-separated "NAME=value" entries.
+struct EnvScan<'a> {
+    prefix: &'a [u8],
+    /// Bytes seen of the current entry.
+    col: usize,
+    /// Whether the current entry still matches `prefix`.
+    matching: bool,
+    /// Value bytes copied so far (may exceed `out.len()`: too long).
+    len: usize,
+    /// Set at the end of the matching entry: Some(len) if the value fit.
+    found: Option<Option<usize>>,
+}
+
+impl EnvScan<'_> {
+    fn feed(&mut self, b: u8, out: &mut [u8]) {
+        if self.found.is_some() {
+            return;
+        }
+        if b == 0 {
+            if self.matching && self.col >= self.prefix.len() {
+                self.found = Some((self.len <= out.len()).then_some(self.len));
+            }
+            (self.col, self.matching, self.len) = (0, true, 0);
+            return;
+        }
+        if self.matching {
+            match self.prefix.get(self.col) {
+                Some(&want) => self.matching = b == want,
+                None => {
+                    if let Some(slot) = out.get_mut(self.len) {
+                        *slot = b;
+                    }
+                    self.len += 1;
+                }
+            }
+        }
+        self.col += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EnvScan;
+
+    fn scan(env: &[u8]) -> Option<Option<usize>> {
+        let mut out = [0u8; 8];
+        let mut s = EnvScan { prefix: b"RSEQALLOC_MODE=", col: 0, matching: true, len: 0, found: None };
+        env.iter().for_each(|&b| s.feed(b, &mut out));
+        s.found
+    }
+
+    #[test]
+    fn environ_entries_match_whole_names_only() {
+        assert_eq!(scan(b"A=1\0RSEQALLOC_MODE=fallback\0B=2\0"), Some(Some(8)));
+        assert_eq!(scan(b"XRSEQALLOC_MODE=mainline\0"), None);
+        assert_eq!(scan(b"RSEQALLOC_MODE_X=1\0"), None);
+        assert_eq!(scan(b"RSEQALLOC_MODE=\0"), Some(Some(0)));
+        assert_eq!(scan(b"RSEQALLOC_MODE=far-too-long\0"), Some(None));
+        assert_eq!(scan(b"PATH=/bin\0"), None);
+    }
+}
