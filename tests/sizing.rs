@@ -55,7 +55,7 @@ fn main() {
     workers.into_iter().for_each(|w| w.join().unwrap());
 
     let s = rseqalloc::stats();
-    let budget: u64 = std::env::var("RSEQALLOC_CPU_CACHE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+    let budget: u64 = std::env::var("RSEQALLOC_CPU_CACHE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 20);
     let indices: Vec<usize> = s.per_cpu().iter().map(|c| c.index).collect();
     println!(
         "sizing: {} threads on CPUs {allowed:?}; {} caches possible, {} in use {indices:?} (by {:?})",

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Ablation runs: what each part of rseqalloc's C-API hot path costs.
+
+Builds librseqalloc.so once per ablation from a scratch copy of this tree,
+with one named piece of the hot path taken out (a textual patch that must
+apply exactly, or the run stops), then runs one shoot-out workload under
+every build, and optionally under peer allocators, interleaved, and prints
+the median throughput of each and its ratio to the unmodified build.
+
+The ablated builds are measurement tools, not products: taking out the
+double-free stamp or the interior-pointer check removes a defence the C API
+documents (src/check.rs), and taking out the hit counters makes the stats
+wrong. They answer "how much of the gap to a peer is this piece?".
+
+    python3 benches/ablate.py larson 1                 # every ablation, 7 runs
+    python3 benches/ablate.py alloc_test 1 --runs 9 --peers gperf-tc,mimalloc
+    python3 benches/ablate.py rptest 4 --only base,no-stamp
+
+Standard library only. The workloads come from benches/workloads (built
+with make if needed).
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = os.path.join(ROOT, "benches", "workloads")
+
+# name -> list of (file, exact old text, new text)
+ABLATIONS = {
+    "base": [],
+    # C malloc clears, and C free checks and writes, the freed stamp in the
+    # block's second word.
+    "no-stamp": [
+        ("src/check.rs", "    unsafe { stamp(p).write(0) };\n", ""),
+        ("src/check.rs",
+         "        if stamp(p).read() == mark {\n            return Err(Bad::DoubleFree);\n        }\n"
+         "        stamp(p).write(mark);\n",
+         "        let _ = mark;\n"),
+    ],
+    # C free's test that the pointer is where an object starts.
+    "no-interior-check": [
+        ("src/check.rs",
+         "pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {\n"
+         "    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {\n",
+         "pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {\n"
+         "    if false {\n"),
+    ],
+    # The per-CPU hit counters, one read-modify-write in every fast path.
+    "no-hit-counters": [
+        ("asm/percpu_x86_64.S", "\tincq META_OFF_ALLOC_HITS(%rdx)\n", ""),
+        ("asm/percpu_x86_64.S", "\tincq META_OFF_FREE_HITS(%rdx)\n", ""),
+    ],
+}
+ABLATIONS["no-checks"] = ABLATIONS["no-stamp"] + ABLATIONS["no-interior-check"]
+ABLATIONS["no-checks-no-counters"] = ABLATIONS["no-checks"] + ABLATIONS["no-hit-counters"]
+
+PEERS = {
+    "glibc": ("", {}),
+    "jemalloc": ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", {}),
+    "mimalloc": ("/usr/lib/x86_64-linux-gnu/libmimalloc.so.2", {}),
+    "gperf-tc": ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", {}),
+    "google-tc": ("/var/tmp/tcg/shim/libtcmalloc_google.so", {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}),
+}
+
+
+def build(name, patches, scratch, out_dir):
+    """Builds the ablated library; returns its path."""
+    tree = os.path.join(scratch, name)
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns("target", ".git", "bin", "results"))
+    for rel, old, new in patches:
+        path = os.path.join(tree, rel)
+        text = open(path).read()
+        if text.count(old) != 1:
+            sys.exit(f"ablation {name}: the text to replace in {rel} is not there exactly once:\n{old}")
+        open(path, "w").write(text.replace(old, new))
+    target = os.path.join(scratch, "target")  # shared, so only changed crates rebuild
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "rseqalloc-preload"], cwd=tree, check=True,
+                   env=dict(os.environ, CARGO_TARGET_DIR=target))
+    lib = os.path.join(out_dir, f"librseqalloc-{name}.so")
+    shutil.copy(os.path.join(target, "release", "librseqalloc.so"), lib)
+    return lib
+
+
+def run_once(program, args, lib, extra_env):
+    env = dict(os.environ, **extra_env)
+    if lib:
+        env["LD_PRELOAD"] = lib
+    out = subprocess.run([program] + args, env=env, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"ops_per_sec=([0-9.]+)", out)
+    if not m:
+        sys.exit(f"no RESULT line from {program}: {out}")
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workload", help="a program of benches/workloads/bin, e.g. larson, alloc_test")
+    ap.add_argument("threads", type=int)
+    ap.add_argument("--scale", default="1")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--only", default=",".join(ABLATIONS), help="comma-separated ablations")
+    ap.add_argument("--peers", default="", help="comma-separated peers: " + ",".join(PEERS))
+    args = ap.parse_args()
+
+    names = [n for n in args.only.split(",") if n]
+    for n in names:
+        if n not in ABLATIONS:
+            ap.error(f"unknown ablation {n!r}; known: {', '.join(ABLATIONS)}")
+    peers = [p for p in args.peers.split(",") if p]
+    for p in peers:
+        if p not in PEERS:
+            ap.error(f"unknown peer {p!r}; known: {', '.join(PEERS)}")
+    subprocess.run(["make", "-s", "-C", WORKLOADS], check=True)
+    program = os.path.join(WORKLOADS, "bin", args.workload)
+    if not os.path.exists(program):
+        ap.error(f"no workload {program}")
+
+    with tempfile.TemporaryDirectory(prefix="rseqalloc-ablate-") as scratch:
+        libs = {}
+        for n in names:
+            print(f"building {n} ...", file=sys.stderr)
+            libs[n] = (build(n, ABLATIONS[n], scratch, scratch), {})
+        for p in peers:
+            libs[p] = PEERS[p]
+        samples = {k: [] for k in libs}
+        for i in range(args.runs):
+            for k, (lib, env) in libs.items():  # interleaved: noise hits all alike
+                samples[k].append(run_once(program, [str(args.threads), args.scale, "42"], lib, env))
+            print(f"run {i + 1}/{args.runs} done", file=sys.stderr)
+
+    base = statistics.median(samples[names[0]]) if names else None
+    print(f"{args.workload} {args.threads} thread(s), scale {args.scale}, median of {args.runs} interleaved runs")
+    print("| build | ops/s (median) | ÷ " + (names[0] if names else "-") + " | runs |")
+    print("|---|---:|---:|---|")
+    for k, xs in samples.items():
+        med = statistics.median(xs)
+        ratio = f"{med / base:.3f}" if base else "-"
+        print(f"| {k} | {med:.4g} | {ratio} | {' '.join(f'{x:.3g}' for x in sorted(xs))} |")
+
+
+if __name__ == "__main__":
+    main()
