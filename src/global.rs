@@ -131,7 +131,9 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
 
 /// A block no size class serves: a medium run when the layout fits one and
 /// the arena has room, else a mapping. A zeroed block is written only where
-/// its memory may be dirty. Null when out of memory.
+/// its memory may be dirty. Null when out of memory. Never inlined, so that
+/// its callers stay frameless and reach the size classes by a tail call.
+#[inline(never)]
 pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if medium::fits(size, align) {
         let p = medium::alloc(size, align, intent);
