@@ -107,9 +107,10 @@ fn memalign_any(align: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn free_any(op: &str, p: *mut u8) {
     match pagemap::class_of(p) {
-        // SAFETY: class_of(p) is class; a block that passes `take` is one
-        // the caller gives up.
+        // SAFETY: class_of(p) is class.
         Some(class) => match unsafe { check::take(p, class) } {
+            // SAFETY: a block that passes `take` is an object of `class`
+            // that the caller gives up.
             Ok(()) => unsafe { percpu::free(class, p) },
             Err(why) => {
                 check::report(op, p, why);

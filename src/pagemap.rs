@@ -558,6 +558,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "capi"))]
     fn is_free(g: usize, n: usize) -> bool {
         let heap = HEAP.lock();
         let bits = ((1u64 << n) - 1) as u32;
