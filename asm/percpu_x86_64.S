@@ -230,11 +230,12 @@
 1:
 .endm
 
-/* ENTRY(name): the indirect function `name`, whose resolver returns
- * name_region when rseqalloc_regions_chosen() (src/rseq/regions.rs) says
- * so, else name_mainline. The resolver runs during relocation, before TLS
- * and errno exist: the Rust side uses raw system calls only. */
-.macro ENTRY name
+/* RESOLVER_BEGIN(name) / RESOLVER_END(name): the frame of the indirect
+ * function `name`: its resolver runs during relocation, before TLS and
+ * errno exist (the Rust side it calls uses raw system calls only), names our
+ * own area in the control block, and keeps its callees' stack 16-aligned
+ * in one 8-byte slot, which holds the copy it will return. */
+.macro RESOLVER_BEGIN name
 	.text
 	.globl \name
 	.hidden \name
@@ -243,19 +244,33 @@
 \name:
 	.cfi_startproc
 	OWN_AREA_DEFAULT
-	subq $8, %rsp			/* keep the callee's stack 16-aligned */
+	subq $8, %rsp
 	.cfi_adjust_cfa_offset 8
-	call rseqalloc_regions_chosen
+.endm
+
+.macro RESOLVER_END name
+	movq (%rsp), %rax
 	addq $8, %rsp
 	.cfi_adjust_cfa_offset -8
-	leaq \name\()_mainline(%rip), %rcx
-	leaq \name\()_region(%rip), %rdx
-	testb %al, %al
-	cmovnzq %rdx, %rcx
-	movq %rcx, %rax
 	ret
 	.cfi_endproc
 	.size \name, . - \name
+.endm
+
+/* ENTRY(name): the indirect function `name`, whose resolver returns
+ * name_region when rseqalloc_regions_chosen() (src/rseq/resolve.rs) says
+ * so, else name_mainline. */
+.macro ENTRY name
+RESOLVER_BEGIN \name
+	leaq \name\()_mainline(%rip), %rcx
+	movq %rcx, (%rsp)
+	call rseqalloc_regions_chosen
+	testb %al, %al
+	jz 1f
+	leaq \name\()_region(%rip), %rcx
+	movq %rcx, (%rsp)
+1:
+RESOLVER_END \name
 .endm
 
 /* ENTRY_BY_INDEX(name): as ENTRY, for a section with a region copy and two
@@ -263,33 +278,20 @@
  * also asks rseqalloc_mm_cid_chosen() (src/rseq/resolve.rs), the same
  * answer init then indexes the caches by. */
 .macro ENTRY_BY_INDEX name
-	.text
-	.globl \name
-	.hidden \name
-	.type \name, @gnu_indirect_function
-	.p2align 4
-\name:
-	.cfi_startproc
-	OWN_AREA_DEFAULT
-	subq $8, %rsp			/* keep the callees' stack 16-aligned */
-	.cfi_adjust_cfa_offset 8
+RESOLVER_BEGIN \name
 	leaq \name\()_region(%rip), %rcx
 	movq %rcx, (%rsp)
 	call rseqalloc_regions_chosen
 	testb %al, %al
-	jnz 2f
+	jnz 1f
 	call rseqalloc_mm_cid_chosen
 	leaq \name\()_mainline_cpu(%rip), %rcx
 	leaq \name\()_mainline_cid(%rip), %rdx
 	testb %al, %al
 	cmovnzq %rdx, %rcx
 	movq %rcx, (%rsp)
-2:	movq (%rsp), %rax
-	addq $8, %rsp
-	.cfi_adjust_cfa_offset -8
-	ret
-	.cfi_endproc
-	.size \name, . - \name
+1:
+RESOLVER_END \name
 .endm
 
 /* ------------------------------------------------------------------------ */
