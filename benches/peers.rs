@@ -16,6 +16,12 @@
 //! `MallocExtension_Internal_GetPerCpuCachesActive`), the other everything
 //! else as a normal program runs (rseqalloc through glibc's registration).
 //! The parent then prints one table from both children's results.
+//!
+//! Each allocator is called through its own type (`for_each_allocator!`),
+//! as a program's `__rust_alloc` calls its `#[global_allocator]`: statically,
+//! with the `GlobalAlloc` methods inlined where the allocator allows it. A
+//! `&dyn GlobalAlloc` would add an indirect call to every operation of
+//! every allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -35,26 +41,35 @@ extern "C" {
     fn MallocExtension_Internal_GetPerCpuCachesActive() -> bool;
 }
 
-type Alloc = &'static (dyn GlobalAlloc + Sync);
+/// Every allocator's name, in table order.
+const NAMES: [&str; 6] = ["rseqalloc", "glibc", "mimalloc", "jemalloc", "snmalloc", "tcmalloc"];
 
-const ALL: [(&str, Alloc); 6] = [
-    ("rseqalloc", &RSEQ),
-    ("glibc", &GLIBC),
-    ("mimalloc", &MIMALLOC),
-    ("jemalloc", &JEMALLOC),
-    ("snmalloc", &SNMALLOC),
-    ("tcmalloc", &TCMALLOC),
-];
+/// Runs `$body` once for each allocator this child benchmarks, with `$name`
+/// its name and `$a` a `&'static` reference of its own type, so that every
+/// expansion is compiled for that allocator alone.
+macro_rules! for_each_allocator {
+    (|$name:ident, $a:ident| $body:block) => {{
+        let tcmalloc_child = child().as_deref() == Some("tcmalloc");
+        if !tcmalloc_child {
+            for_each_allocator!(@one $name, $a, "rseqalloc", &RSEQ, $body);
+            for_each_allocator!(@one $name, $a, "glibc", &GLIBC, $body);
+            for_each_allocator!(@one $name, $a, "mimalloc", &MIMALLOC, $body);
+            for_each_allocator!(@one $name, $a, "jemalloc", &JEMALLOC, $body);
+            for_each_allocator!(@one $name, $a, "snmalloc", &SNMALLOC, $body);
+        } else {
+            for_each_allocator!(@one $name, $a, "tcmalloc", &TCMALLOC, $body);
+        }
+    }};
+    (@one $name:ident, $a:ident, $n:expr, $alloc:expr, $body:block) => {{
+        let $name: &'static str = $n;
+        let $a = $alloc;
+        $body
+    }};
+}
 
 /// Which child process this is (`PEERS_BENCH_CHILD`): "tcmalloc" or "others".
 fn child() -> Option<String> {
     std::env::var("PEERS_BENCH_CHILD").ok()
-}
-
-/// The allocators this child benchmarks.
-fn allocators() -> Vec<(&'static str, Alloc)> {
-    let tcmalloc_child = child().as_deref() == Some("tcmalloc");
-    ALL.into_iter().filter(|(name, _)| (*name == "tcmalloc") == tcmalloc_child).collect()
 }
 
 fn layout(size: usize, align: usize) -> Layout {
@@ -65,12 +80,12 @@ fn pairs(c: &mut Criterion) {
     let mut g = c.benchmark_group("pair");
     for shift in 4..=15 {
         let l = layout(1 << shift, 8);
-        for (name, a) in allocators() {
+        for_each_allocator!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, l.size()), &l, |b, &l| {
                 // SAFETY: non-zero size; freed with its layout.
                 b.iter(|| unsafe { a.dealloc(black_box(a.alloc(black_box(l))), l) })
             });
-        }
+        });
     }
     g.finish();
 }
@@ -79,14 +94,14 @@ fn bursts(c: &mut Criterion) {
     let mut g = c.benchmark_group("lifo-burst");
     let l = layout(64, 8);
     for n in [1usize, 8, 64] {
-        for (name, a) in allocators() {
+        for_each_allocator!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                 let mut ptrs = [std::ptr::null_mut(); 64];
                 b.iter(|| {
                     // SAFETY: non-zero size; each block freed once, in reverse.
                     unsafe {
                         for p in ptrs.iter_mut().take(n) {
-                            *p = a.alloc(l);
+                            *p = black_box(a.alloc(l));
                         }
                         for p in ptrs[..n].iter().rev() {
                             a.dealloc(black_box(*p), l);
@@ -94,31 +109,33 @@ fn bursts(c: &mut Criterion) {
                     }
                 })
             });
-        }
+        });
     }
     g.finish();
 }
 
 fn realloc_growth(c: &mut Criterion) {
     let mut g = c.benchmark_group("realloc-growth-16B-to-1MiB");
-    for (name, a) in allocators() {
+    for_each_allocator!(|name, a| {
         g.bench_function(name, |b| {
             b.iter(|| {
                 // SAFETY: every step reallocates the live block with its layout.
                 unsafe {
                     let mut size = 16;
-                    let mut p = a.alloc(layout(size, 8));
+                    // black_box: called statically, glibc's malloc/realloc/free
+                    // are known to the optimiser, which would drop them.
+                    let mut p = black_box(a.alloc(layout(size, 8)));
                     while size < 1 << 20 {
                         let new = size * 2;
-                        p = a.realloc(p, layout(size, 8), new);
+                        p = black_box(a.realloc(p, layout(size, 8), new));
                         *p.add(new - 1) = 1;
                         size = new;
                     }
-                    a.dealloc(p, layout(size, 8));
+                    a.dealloc(black_box(p), layout(size, 8));
                 }
             })
         });
-    }
+    });
     g.finish();
 }
 
@@ -126,12 +143,12 @@ fn over_aligned(c: &mut Criterion) {
     let mut g = c.benchmark_group("over-aligned");
     for (size, align) in [(64usize, 64usize), (100, 1024), (4096, 4096)] {
         let l = layout(size, align);
-        for (name, a) in allocators() {
+        for_each_allocator!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, format!("{size}B@{align}")), &l, |b, &l| {
                 // SAFETY: as in `pairs`.
                 b.iter(|| unsafe { a.dealloc(black_box(a.alloc(black_box(l))), l) })
             });
-        }
+        });
     }
     g.finish();
 }
@@ -140,16 +157,16 @@ fn zeroed(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc-zeroed");
     for size in [4096usize, 1 << 20] {
         let l = layout(size, 16);
-        for (name, a) in allocators() {
+        for_each_allocator!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, size), &l, |b, &l| {
                 // SAFETY: as in `pairs`; the read keeps the zeroing honest.
                 b.iter(|| unsafe {
-                    let p = a.alloc_zeroed(black_box(l));
+                    let p = black_box(a.alloc_zeroed(black_box(l)));
                     black_box(*p.add(l.size() / 2));
                     a.dealloc(p, l)
                 })
             });
-        }
+        });
     }
     g.finish();
 }
@@ -158,7 +175,7 @@ fn zeroed(c: &mut Criterion) {
 fn cross_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("cross-thread-free-64x64B");
     let l = layout(64, 8);
-    for (name, a) in allocators() {
+    for_each_allocator!(|name, a| {
         let (to_worker, from_main) = mpsc::sync_channel::<[usize; 64]>(4);
         let (done, wait) = mpsc::sync_channel::<()>(4);
         let worker = std::thread::spawn(move || {
@@ -179,7 +196,7 @@ fn cross_thread(c: &mut Criterion) {
         });
         drop(to_worker);
         worker.join().unwrap();
-    }
+    });
     g.finish();
 }
 
@@ -199,7 +216,7 @@ fn summary() {
         "alloc-zeroed",
         "cross-thread-free-64x64B",
     ];
-    let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = NAMES.to_vec();
     println!("\n| benchmark | {} | rseqalloc / best peer |", names.join(" | "));
     println!("|---|{}---|", "---|".repeat(names.len()));
     for group in groups {
