@@ -20,6 +20,7 @@ Standard library only. The workloads come from benches/workloads (built
 with make if needed).
 """
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -47,7 +48,7 @@ ABLATIONS = {
     "no-interior-check": [
         ("src/check.rs",
          "pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {\n"
-         "    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {\n",
+         "    if !class.is_object_start(p as usize) {\n",
          "pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {\n"
          "    if false {\n"),
     ],
@@ -79,11 +80,14 @@ def build(name, patches, scratch, out_dir):
         if text.count(old) != 1:
             sys.exit(f"ablation {name}: the text to replace in {rel} is not there exactly once:\n{old}")
         open(path, "w").write(text.replace(old, new))
-    target = os.path.join(scratch, "target")  # shared, so only changed crates rebuild
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "rseqalloc-preload"], cwd=tree, check=True,
-                   env=dict(os.environ, CARGO_TARGET_DIR=target))
+    # Each tree builds into its own target directory: with a shared one,
+    # cargo takes the copies for the same package and keeps the first build.
+    env = {k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"}
+    # An ablated build leaves variables unused; its warnings say nothing.
+    env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " -A warnings").strip()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "rseqalloc-preload"], cwd=tree, check=True, env=env)
     lib = os.path.join(out_dir, f"librseqalloc-{name}.so")
-    shutil.copy(os.path.join(target, "release", "librseqalloc.so"), lib)
+    shutil.copy(os.path.join(tree, "target", "release", "librseqalloc.so"), lib)
     return lib
 
 
@@ -122,10 +126,15 @@ def main():
         ap.error(f"no workload {program}")
 
     with tempfile.TemporaryDirectory(prefix="rseqalloc-ablate-") as scratch:
-        libs = {}
+        libs, seen = {}, {}
         for n in names:
             print(f"building {n} ...", file=sys.stderr)
-            libs[n] = (build(n, ABLATIONS[n], scratch, scratch), {})
+            lib = build(n, ABLATIONS[n], scratch, scratch)
+            digest = hashlib.sha256(open(lib, "rb").read()).hexdigest()
+            if digest in seen:
+                sys.exit(f"ablation {n} built the same library as {seen[digest]}: the patch changed nothing")
+            seen[digest] = n
+            libs[n] = (lib, {})
         for p in peers:
             libs[p] = PEERS[p]
         samples = {k: [] for k in libs}

@@ -87,7 +87,7 @@ pub unsafe fn on_alloc(p: *mut u8) {
 /// `pagemap::class_of(p) == Some(class)`.
 #[inline(always)]
 pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
-    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {
+    if !class.is_object_start(p as usize) {
         return Err(Bad::Interior);
     }
     if BITMAP.load(Ordering::Relaxed) != 0 {
@@ -111,7 +111,7 @@ pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
 /// # Safety
 /// As for `take`.
 pub unsafe fn is_live(p: *const u8, class: SizeClass) -> Result<(), Bad> {
-    if !class.is_object_offset(pagemap::offset_in_span(p, class)) {
+    if !class.is_object_start(p as usize) {
         return Err(Bad::Interior);
     }
     let live = if BITMAP.load(Ordering::Relaxed) != 0 {

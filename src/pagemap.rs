@@ -169,15 +169,9 @@ pub fn arena() -> (usize, usize) {
     (BASE.load(Ordering::Relaxed), GRANULES.load(Ordering::Relaxed) << GRANULE_SHIFT)
 }
 
-/// How far `p` lies into the `class` span holding it. The arena base is
-/// chunk aligned and spans are aligned to their size within it, so this is
-/// a mask, no lookup.
-#[inline(always)]
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
-pub fn offset_in_span(p: *const u8, class: SizeClass) -> usize {
-    const _: () = assert!(CHUNK >= 4 * GRANULE, "spans must not straddle the base alignment");
-    p as usize & ((class.span_granules() << GRANULE_SHIFT) - 1)
-}
+// Spans are aligned to their size in the arena, which is what lets
+// `SizeClass::is_object_start` find an offset in a span by a mask.
+const _: () = assert!(CHUNK >= 4 * GRANULE, "spans must not straddle the base alignment");
 
 /// Address of granule `g`.
 #[inline(always)]

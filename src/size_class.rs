@@ -33,18 +33,36 @@ const SIZES: [u32; NUM_CLASSES] = [
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
 ];
 
-/// Per class, ⌈2⁶⁴ / size⌉: `offset` < 2³² is a multiple of `size` exactly
-/// when `offset * M mod 2⁶⁴ < M` (Lemire, Kaser & Kurz, "Faster remainder by
-/// direct computation", 2019): a multiply instead of a division on `free`.
+/// What `free` needs to tell an object start of a class, in one 16-byte
+/// entry per class (one cache line for four classes).
+#[derive(Clone, Copy)]
 #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
-const DIVISIBILITY: [u64; NUM_CLASSES] = {
-    let mut m = [0u64; NUM_CLASSES];
+struct ObjectStarts {
+    /// ⌈2⁶⁴ / size⌉: `offset` < 2³² is a multiple of `size` exactly when
+    /// `offset * M mod 2⁶⁴ < M` (Lemire, Kaser & Kurz, "Faster remainder by
+    /// direct computation", 2019): a multiply instead of a division.
+    divisor: u64,
+    /// Span size - 1: spans are aligned to their size, so an address masked
+    /// by it is its offset in its span.
+    span_mask: u32,
+    /// The offset of the last whole object (the span's tail holds none).
+    last: u32,
+}
+
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+const OBJECT_STARTS: [ObjectStarts; NUM_CLASSES] = {
+    let mut e = [ObjectStarts { divisor: 0, span_mask: 0, last: 0 }; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        m[c] = u64::MAX / SIZES[c] as u64 + 1;
+        let size = SIZES[c] as u64;
+        let span = match SizeClass::from_index(c) {
+            Some(class) => class.span_granules() << 16,
+            None => 0,
+        } as u64;
+        e[c] = ObjectStarts { divisor: u64::MAX / size + 1, span_mask: (span - 1) as u32, last: (span - size) as u32 };
         c += 1;
     }
-    m
+    e
 };
 
 /// The largest number of objects moved between a CPU cache and the middle
@@ -152,13 +170,15 @@ impl SizeClass {
         1 << self.size().trailing_zeros()
     }
 
-    /// Whether `offset` bytes from the start of one of this class's spans is
-    /// where an object starts (so a pointer there may be freed).
+    /// Whether `p`, an address in one of this class's spans, is where an
+    /// object starts (so it may be freed). Spans are aligned to their size
+    /// in the arena, so the offset is a mask: no lookup of the span.
     #[inline(always)]
     #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
-    pub fn is_object_offset(self, offset: usize) -> bool {
-        let m = DIVISIBILITY[self.index()];
-        (offset as u64).wrapping_mul(m) < m && offset + self.size() <= self.span_granules() << 16
+    pub fn is_object_start(self, p: usize) -> bool {
+        let e = OBJECT_STARTS[self.index()];
+        let offset = (p & e.span_mask as usize) as u64;
+        offset.wrapping_mul(e.divisor) < e.divisor && offset <= e.last as u64
     }
 
     /// Objects moved per batch between a CPU cache and the middle end: about
@@ -243,7 +263,8 @@ mod tests {
             let span = c.span_granules() * 64 * 1024;
             for offset in 0..span {
                 let expected = offset % c.size() == 0 && offset + c.size() <= span;
-                assert_eq!(c.is_object_offset(offset), expected, "class {} offset {offset}", c.size());
+                // A span at 1 MiB in the arena: the offset is the low bits.
+                assert_eq!(c.is_object_start((1 << 20) + offset), expected, "class {} offset {offset}", c.size());
             }
         }
     }
