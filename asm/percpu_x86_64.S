@@ -53,6 +53,9 @@
  *                    src/rseq/regions.rs registers once per process from the
  *                    descriptors below, and moves an interrupted thread to
  *                    the same abort handler (its `restart`).
+ * The size-taking entry points have two mainline copies, <name>_mainline_cpu
+ * and <name>_mainline_cid, which read that index field at a constant offset
+ * (ENTRY_BY_INDEX).
  * <name> itself is a GNU indirect function: its resolver runs once, when the
  * loader (or static-pie start-up) fills the GOT slot, and returns the region
  * copy only on a kernel that has restart regions and without
@@ -257,40 +260,37 @@
 	.size \name, . - \name
 .endm
 
-/* ENTRY(name): the indirect function `name`, whose resolver returns
- * name_region when rseqalloc_regions_chosen() (src/rseq/resolve.rs) says
- * so, else name_mainline. */
+/* CHOOSE_IF(query, copy): in a resolver, makes `copy` the answer if the
+ * Rust function `query` (src/rseq/resolve.rs) returns true. */
+.macro CHOOSE_IF query, copy
+	call \query
+	testb %al, %al
+	jz 1f
+	leaq \copy(%rip), %rcx
+	movq %rcx, (%rsp)
+1:
+.endm
+
+/* ENTRY(name): the indirect function `name`: name_region when the region
+ * copies were chosen, else name_mainline. */
 .macro ENTRY name
 RESOLVER_BEGIN \name
 	leaq \name\()_mainline(%rip), %rcx
 	movq %rcx, (%rsp)
-	call rseqalloc_regions_chosen
-	testb %al, %al
-	jz 1f
-	leaq \name\()_region(%rip), %rcx
-	movq %rcx, (%rsp)
-1:
+	CHOOSE_IF rseqalloc_regions_chosen, \name\()_region
 RESOLVER_END \name
 .endm
 
-/* ENTRY_BY_INDEX(name): as ENTRY, for a section with a region copy and two
- * mainline copies, name_mainline_cid and name_mainline_cpu: the resolver
- * also asks rseqalloc_mm_cid_chosen() (src/rseq/resolve.rs), the same
- * answer init then indexes the caches by. */
+/* ENTRY_BY_INDEX(name): as ENTRY, for a section whose mainline copy comes
+ * in two, name_mainline_cpu and name_mainline_cid, by the index init will
+ * publish (the same answer: rseqalloc_mm_cid_chosen). The region copy, if
+ * chosen, wins. */
 .macro ENTRY_BY_INDEX name
 RESOLVER_BEGIN \name
-	leaq \name\()_region(%rip), %rcx
-	movq %rcx, (%rsp)
-	call rseqalloc_regions_chosen
-	testb %al, %al
-	jnz 1f
-	call rseqalloc_mm_cid_chosen
 	leaq \name\()_mainline_cpu(%rip), %rcx
-	leaq \name\()_mainline_cid(%rip), %rdx
-	testb %al, %al
-	cmovnzq %rdx, %rcx
 	movq %rcx, (%rsp)
-1:
+	CHOOSE_IF rseqalloc_mm_cid_chosen, \name\()_mainline_cid
+	CHOOSE_IF rseqalloc_regions_chosen, \name\()_region
 RESOLVER_END \name
 .endm
 

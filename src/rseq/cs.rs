@@ -2,7 +2,7 @@
 //! declarations with their safety contracts, and the control block they read.
 //!
 //! Each entry point below is an indirect function: the loader binds it once
-//! to the mainline or the region copy of its section (`super::regions`), so
+//! to the mainline or the region copy of its section (`super::resolve`), so
 //! a call through it costs what a call to either copy would.
 
 use core::sync::atomic::{AtomicI64, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize};
@@ -46,7 +46,7 @@ pub const SITE_POP_BATCH: usize = h::SITE_POP_BATCH as usize;
 pub const SITE_PUSH_BATCH: usize = h::SITE_PUSH_BATCH as usize;
 /// Number of critical sections.
 pub const NUM_SITES: usize = h::NUM_SITES as usize;
-/// Number of descriptors in our part of `__rseq_cs`: each section twice.
+/// Number of descriptors in our part of `__rseq_cs` (asm/abi.h says which).
 pub const NUM_SECTIONS: usize = h::NUM_SECTIONS as usize;
 
 extern "C" {

@@ -9,7 +9,7 @@
 //! kernel's fields: only `rseq_cs`, from the asm's mainline copies.
 //!
 //! On a kernel with restart regions (kernel-patch/), the loader has bound
-//! the sections to their region copies (`regions`), and the mode is
+//! the sections to their region copies (`resolve`), and the mode is
 //! `Region`: the same areas supply the cache index, but no section stores a
 //! descriptor, because the kernel holds our sections in its per-process
 //! table, registered here before the sections are published.
@@ -135,7 +135,7 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
         }
         return (Mode::Fallback, 0);
     };
-    // The loader already bound the sections (`regions`); the region copies
+    // The loader already bound the sections (`resolve`); the region copies
     // are only safe once the kernel holds their table. If it refuses it,
     // the fallback keeps every section missing (ncpu stays 0).
     if !resolve::rseqalloc_regions_chosen() {
