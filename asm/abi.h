@@ -39,6 +39,11 @@
 #define HDR_OFF_BEGIN 6
 #define HDR_SIZE 8
 
+/* The C library's freed stamp (src/check.rs): the word of a small block
+ * that C `free` stamps and the small malloc clears (the second: the first
+ * is the central slab's free-list link). */
+#define OBJ_OFF_STAMP 8
+
 /* The control block `rseqalloc_ctl` (Rust: rseq::cs::Ctl), written once by
  * the init code and read by every critical section. Until init publishes it,
  * ncpu is 0 and every section reports a miss.
@@ -61,8 +66,8 @@
 #define OWN_TLS_OFF_STATE 32
 #define OWN_TLS_SIZE 64
 
-/* Restart counters: one per kind of critical section (the size-taking
- * entry points count with the pop and push they inline). */
+/* Restart counters: one per kind of critical section (the small entry
+ * points count with the pop and push they inline). */
 #define SITE_POP 0
 #define SITE_PUSH 1
 #define SITE_POP_BATCH 2
@@ -70,7 +75,7 @@
 #define NUM_SITES 4
 
 /* Descriptors in our part of __rseq_cs: six sections, each as a mainline
- * and a region copy, and the two size-taking ones with a second mainline
+ * and a region copy, and the two small ones with a second mainline
  * copy (one per index field). tests/rseq_cs_section.rs counts them. */
 #define NUM_SECTIONS 14
 

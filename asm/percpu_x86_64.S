@@ -42,9 +42,14 @@
  * mode a thread's index stays -1 (a miss) until its first slow path
  * registers the area.
  *
- * Two entry points take a size instead of a class and jump to the Rust slow
- * path themselves on a miss, so that `RseqAlloc::alloc` and `::dealloc` are a
- * size check and a tail call (benches/fastpath-instructions.sh counts them).
+ * Two entry points, the small ones, take a size instead of a class and jump
+ * to the Rust slow path themselves on a miss, so that `RseqAlloc::alloc` and
+ * `::dealloc` are a size check and a tail call
+ * (benches/fastpath-instructions.sh counts them). Each has a second entry
+ * after its size lookup, for callers that hold the class (C `free`). In the
+ * C library (built with RSEQALLOC_C_API, feature `capi`) the small malloc
+ * also clears the block's freed stamp once it owns the block (src/check.rs),
+ * so that C `malloc` is one tail call too.
  *
  * Two copies of every section, from the same macros (issue 5):
  *   <name>_mainline  arms its descriptor in the thread's rseq area, as above;
@@ -53,7 +58,7 @@
  *                    src/rseq/regions.rs registers once per process from the
  *                    descriptors below, and moves an interrupted thread to
  *                    the same abort handler (its `restart`).
- * The size-taking entry points have two mainline copies, <name>_mainline_cpu
+ * The small entry points have two mainline copies, <name>_mainline_cpu
  * and <name>_mainline_cid, which read that index field at a constant offset
  * (ENTRY_BY_INDEX).
  * <name> itself is a GNU indirect function: its resolver runs once, when the
@@ -143,7 +148,7 @@
  * copy reads it from the area at %rax, where it armed its descriptor: an
  * index from any other area would not be protected by it. Its `field` is
  * the index's offset in struct rseq when the copy is specialised for one
- * (the size-taking entry points: one load fewer), else `any`: the offset
+ * (the small entry points: one load fewer), else `any`: the offset
  * init published. A region copy needs only the index's own offset. */
 .macro REGION reg, reg32, miss, mode, field
 	.ifc \mode, region
@@ -194,13 +199,18 @@
 .L\name\()_commit:
 .endm
 
-/* CLASS_OF(size, scratch): replaces a size <= MAX_SMALL by its class, with
- * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs),
- * indexed by the size itself. */
-.macro CLASS_OF size, scratch
-	leaq rseqalloc_class_of(%rip), \scratch
-	movzbq (\scratch, \size), \size
-.endm
+/* STAMP_CLEAR: after a small pop has committed, in the C library, clears
+ * the freed stamp of the object in %rax (the object is the caller's now;
+ * src/check.rs stamps it when C `free` takes it). MALLOC_MISS: where the
+ * small malloc goes on a miss; the C library's miss also clears the stamp
+ * and applies C's rules for failure (errno, blocks during init). */
+#ifdef RSEQALLOC_C_API
+#define STAMP_CLEAR movq $0, OBJ_OFF_STAMP(%rax)
+#define MALLOC_MISS rseqalloc_c_malloc_miss
+#else
+#define STAMP_CLEAR
+#define MALLOC_MISS rseqalloc_alloc_slow
+#endif
 
 /* ABORT(name, site): the signed abort handler. The signature is hidden in a
  * `nopl RSEQ_SIG(%rip)` so that a disassembler or a stray fall-through sees
@@ -311,18 +321,41 @@ rseqalloc_rseq_cs:
 .Lrseq_cs_begin:
 	.popsection
 
+/* CLASS_OF(size, scratch): replaces a size <= MAX_SMALL by its class, with
+ * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs),
+ * indexed by the size itself. */
+.macro CLASS_OF size, scratch
+	leaq rseqalloc_class_of(%rip), \scratch
+	movzbq (\scratch, \size), \size
+.endm
+
+/* SECOND_ENTRY(name): a second entry point inside the function being
+ * emitted, for callers that already hold what the code before it computes. */
+.macro SECOND_ENTRY name
+	.globl \name
+	.hidden \name
+	.type \name, @function
+\name:
+.endm
+
 /*
  * void *rseqalloc_malloc_small(size_t size)
- *   rdi = size <= MAX_SMALL, for alignment <= 16. Returns an object of its
- *   class from this CPU's cache, or tail-calls rseqalloc_alloc_slow(class).
+ *   rdi = size <= MAX_SMALL, for alignment <= 16.
+ * void *rseqalloc_malloc_class(size_t class)
+ *   rdi = class (the second entry, after the size lookup: for callers that
+ *   know the class, such as C `free`'s counterpart and the over-aligned path).
+ *   Both return an object of the class from this CPU's cache, or tail-call
+ *   MALLOC_MISS(class).
  */
 .macro MALLOC_SMALL copy, mode, field
 FUNCTION_BEGIN rseqalloc_malloc_small_\copy
 	CLASS_OF %rdi, %rax
+SECOND_ENTRY rseqalloc_malloc_class_\copy
 	POP rseqalloc_malloc_small_\copy, .Lrseqalloc_malloc_small_\copy\()_miss, \mode, \field
+	STAMP_CLEAR
 	ret
 .Lrseqalloc_malloc_small_\copy\()_miss:
-	jmp rseqalloc_alloc_slow
+	jmp MALLOC_MISS
 	ABORT rseqalloc_malloc_small_\copy, SITE_POP
 FUNCTION_END rseqalloc_malloc_small_\copy
 RSEQ_DESCRIPTOR rseqalloc_malloc_small_\copy
@@ -331,13 +364,17 @@ RSEQ_DESCRIPTOR rseqalloc_malloc_small_\copy
 /*
  * void rseqalloc_free_small(void *object, size_t size)
  *   rdi = a block allocated at alignment <= 16, rsi = its size <= MAX_SMALL
- *   (the order of __rust_dealloc's arguments, so nothing moves). Pushes it on
- *   this CPU's cache of its class, or tail-calls
+ *   (the order of __rust_dealloc's arguments, so nothing moves).
+ * void rseqalloc_free_class(void *object, size_t class)
+ *   rdi = an object, rsi = its class (the second entry: C `free` knows the
+ *   class from the class map).
+ *   Both push it on this CPU's cache of its class, or tail-call
  *   rseqalloc_free_slow(object, class).
  */
 .macro FREE_SMALL copy, mode, field
 FUNCTION_BEGIN rseqalloc_free_small_\copy
 	CLASS_OF %rsi, %rax
+SECOND_ENTRY rseqalloc_free_class_\copy
 	PUSH rseqalloc_free_small_\copy, .Lrseqalloc_free_small_\copy\()_miss, %rsi, %rdi, \mode, \field
 	ret
 .Lrseqalloc_free_small_\copy\()_miss:
@@ -459,7 +496,7 @@ FUNCTION_END rseqalloc_cs_push_batch_\mode
 RSEQ_DESCRIPTOR rseqalloc_cs_push_batch_\mode
 .endm
 
-/* Every section twice (the size-taking entry points three times: their
+/* Every section twice (the small entry points three times: their
  * mainline copies are specialised by index field), and the entry points
  * choosing between the copies. NUM_SECTIONS in abi.h counts the
  * descriptors this emits. */
@@ -473,7 +510,9 @@ RSEQ_DESCRIPTOR rseqalloc_cs_push_batch_\mode
 	\section region
 .endr
 ENTRY_BY_INDEX rseqalloc_malloc_small
+ENTRY_BY_INDEX rseqalloc_malloc_class
 ENTRY_BY_INDEX rseqalloc_free_small
+ENTRY_BY_INDEX rseqalloc_free_class
 ENTRY rseqalloc_cs_pop
 ENTRY rseqalloc_cs_push
 ENTRY rseqalloc_cs_pop_batch
@@ -533,7 +572,7 @@ FUNCTION_END rseqalloc_glibc_rseq
 /* The Rust symbols the sections reach; hidden so that the shared library
  * does not export them (the strictest visibility of a symbol wins). */
 	.hidden rseqalloc_class_of
-	.hidden rseqalloc_alloc_slow
+	.hidden MALLOC_MISS
 	.hidden rseqalloc_free_slow
 	.hidden rseqalloc_regions_chosen
 	.hidden rseqalloc_mm_cid_chosen

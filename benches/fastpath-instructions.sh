@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Counts the instructions a small malloc and a small free execute when the
-# per-CPU cache hits, from the disassembly of examples/fastpath.rs, whose
-# global allocator is RseqAlloc: from the entry of __rust_alloc /
-# __rust_dealloc (where RseqAlloc::alloc / ::dealloc are inlined) through the
-# critical section to the final `ret`.
+# per-CPU cache hits, from the disassembly, for both ways in:
+# - Rust: examples/fastpath.rs, whose global allocator is RseqAlloc, from
+#   the entry of __rust_alloc / __rust_dealloc (where RseqAlloc::alloc /
+#   ::dealloc are inlined) through the critical section to the final `ret`;
+# - C: librseqalloc.so, from the entry of `malloc` / `free` (with their
+#   defences: the freed stamp, the interior-pointer check) to the `ret`.
 # On the hit path every conditional branch falls through (they all lead to
-# slow paths), so the walk follows fall-through, steps into `call`s of our
-# sections, and stops at the outer `ret`. It prints the path so it can be
-# checked by eye, and fails if a lock prefix or fence appears on it. It
-# counts every binding of the section entry points: the mainline copies
-# (stock kernels) with caches indexed by mm_cid (the default) and by CPU id,
-# and the region copies (kernel-patch/, region mode).
+# slow paths or to reports of a bad pointer), so the walk follows
+# fall-through, steps into `call`s of our sections, and stops at the outer
+# `ret`. It prints the path so it can be checked by eye, and fails if a
+# lock prefix or fence appears on it. It counts every binding of the section
+# entry points: the mainline copies (stock kernels) with caches indexed by
+# mm_cid (the default) and by CPU id, and the region copies (kernel-patch/,
+# region mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --example fastpath >/dev/null 2>&1
-objdump -d --no-show-raw-insn target/release/examples/fastpath > target/fastpath.dis
-readelf -rW target/release/examples/fastpath > target/fastpath.rel
-python3 - target/fastpath.dis target/fastpath.rel <<'PY'
+cargo build --release -p rseqalloc-preload >/dev/null 2>&1
+count() { # binary, label, alloc entry regex, free entry regex
+    objdump -d --no-show-raw-insn "$1" > "target/$2.dis"
+    readelf -rW "$1" > "target/$2.rel"
+    python3 - "target/$2.dis" "target/$2.rel" "$2" "$3" "$4" <<'PY'
 import re, sys
 # Calls and tail calls from Rust to the asm go through the GOT
 # ("jmp *slot(%rip)", rustc does not relax them): map each GOT slot to its
@@ -44,6 +49,14 @@ for line in open(sys.argv[1]):
         slot = re.match(r'\s*([0-9a-f]+) <', comment)
         cur.append((int(m.group(1), 16), text.strip(), int(slot.group(1), 16) if slot else None))
 by_addr = {a: (name, i) for name, ins in funcs.items() for i, (a, _, _) in enumerate(ins)}
+# A function may fall through into the next symbol: a section's second
+# entry point (after its size lookup) is a symbol inside it.
+addrs = sorted(by_addr)
+
+def next_symbol(name, ins):
+    """The symbol the last instruction of `name` falls through into."""
+    k = addrs.index(ins[-1][0]) + 1
+    return by_addr[addrs[k]]
 
 def target(text, slot, copy):
     """Where a call or jmp goes: its operand, or its GOT slot's target (for
@@ -74,25 +87,33 @@ def walk(name, copy, depth=0):
             ins = funcs[name]
             continue
         i += 1
+        if i == len(ins):
+            name, i = next_symbol(name, ins)
+            ins = funcs[name]
 
 total = {}
-entries = {}
-for kind in ("alloc", "dealloc"):
-    # rustc mangles the shim names (v0 scheme): ...12___rust_alloc, ...14___rust_dealloc.
-    entries[kind] = next(n for n in funcs if re.search(r'\d+___rust_%s$' % kind, n))
+label, alloc_re, free_re = sys.argv[3:6]
+entries = {"alloc": next(n for n in funcs if re.search(alloc_re, n)),
+           "free": next(n for n in funcs if re.search(free_re, n))}
 bindings = (("mainline_cid", "mainline rseq (stock kernels), caches by mm_cid"),
             ("mainline_cpu", "mainline rseq (stock kernels), caches by CPU id"),
             ("region", "region mode (restart regions)"))
 for copy, _ in bindings:
     for kind, entry in entries.items():
         path = walk(entry, copy)
-        print(f"--- {entry}, {copy} copy: {len(path)} instructions on the hit path")
+        print(f"--- {label}: {entry}, {copy} copy: {len(path)} instructions on the hit path")
         print("\n".join(path))
         bad = [p for p in path if re.search(r'\block\b|fence|xchg|cmpxchg', p)]
         if bad:
             sys.exit(f"atomic or fence on the fast path: {bad}")
         total[copy, kind] = len(path)
 for copy, what in bindings:
-    print(f"{what}: small alloc {total[copy, 'alloc']} instructions, small free {total[copy, 'dealloc']} "
+    print(f"{label}, {what}: small alloc {total[copy, 'alloc']} instructions, small free {total[copy, 'free']} "
           "instructions, no lock prefix, no fence")
 PY
+}
+# rustc mangles the shim names (v0 scheme): ...12___rust_alloc, ...14___rust_dealloc.
+count target/release/examples/fastpath rust '\d+___rust_alloc$' '\d+___rust_dealloc$' > target/fastpath-rust.txt
+count target/release/librseqalloc.so c '^(__libc_)?malloc$' '^free$' > target/fastpath-c.txt
+cat target/fastpath-rust.txt target/fastpath-c.txt
+grep -h ' instructions, no lock' target/fastpath-rust.txt target/fastpath-c.txt

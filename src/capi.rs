@@ -37,25 +37,43 @@ const PTRDIFF_MAX: usize = isize::MAX as usize;
 // ---------------------------------------------------------------------------
 // The core every entry point forwards to.
 
-/// Allocates `size` bytes at 16-byte alignment: for small sizes the
-/// size-taking asm fast path plus clearing the freed stamp.
+/// Allocates `size` bytes at 16-byte alignment: for small sizes one tail
+/// call of the small entry point, which in this library also clears the
+/// freed stamp (and on a miss goes to `rseqalloc_c_malloc_miss`). Checked
+/// mode marks every block, so it takes the slow path.
 #[inline(always)]
 fn alloc(size: usize) -> *mut u8 {
-    if size <= MAX_SMALL {
+    if size <= MAX_SMALL && !check::checked() {
         // SAFETY: size ≤ MAX_SMALL.
-        let p = unsafe { cs::rseqalloc_malloc_small(size) };
-        if !p.is_null() {
-            // SAFETY: a small object just handed to us.
-            unsafe { check::on_alloc(p) };
-            return p;
-        }
+        return unsafe { cs::rseqalloc_malloc_small(size) };
     }
     alloc_slow(size, MIN_ALIGN, Intent::Plain)
 }
 
+/// Where the small entry point goes on a miss in this library: the
+/// per-CPU slow path, then what a C allocation needs besides (the stamp
+/// cleared, as a hit clears it; during init a bootstrap block; errno on
+/// failure).
+#[no_mangle]
+extern "C" fn rseqalloc_c_malloc_miss(class: usize) -> *mut u8 {
+    let Some(class) = SizeClass::from_index(class) else {
+        return fail(libc::ENOMEM); // unreachable: the asm passes a class
+    };
+    let p = percpu::alloc_slow(class);
+    if !p.is_null() {
+        // SAFETY: a small object just handed to us.
+        unsafe { check::clear_stamp(p) };
+        return p;
+    }
+    if init::initialising_here() {
+        return bootstrap::alloc(class.size(), class.alignment());
+    }
+    fail(libc::ENOMEM)
+}
+
 /// Any size at any power-of-two alignment: over-aligned classes, medium and
-/// large blocks (for `intent`, which a small block ignores), re-entry during
-/// init, and failure.
+/// large blocks (for `intent`, which a small block ignores), checked mode,
+/// re-entry during init, and failure.
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, intent: Intent) -> *mut u8 {
@@ -64,8 +82,7 @@ fn alloc_slow(size: usize, align: usize, intent: Intent) -> *mut u8 {
             Some(class) => {
                 let p = percpu::alloc(class);
                 if !p.is_null() {
-                    // SAFETY: as in `alloc`.
-                    unsafe { check::on_alloc(p) };
+                    check::on_alloc(p);
                 }
                 p
             }

@@ -65,16 +65,29 @@ pub fn init(config: &Config) {
     }
 }
 
-/// Bookkeeping for a small block the C API is about to hand out: clears
-/// the freed stamp, and in checked mode marks the block handed out.
+/// Whether checked mode is on (`RSEQALLOC_CHECK=1`).
+#[inline(always)]
+pub fn checked() -> bool {
+    BITMAP.load(Ordering::Relaxed) != 0
+}
+
+/// Clears the freed stamp of a small block the C API is about to hand out
+/// (the small entry point does this itself on a hit).
 ///
 /// # Safety
 /// `p` is a small object just taken from the allocator, at least 16 bytes.
 #[inline(always)]
-pub unsafe fn on_alloc(p: *mut u8) {
+pub unsafe fn clear_stamp(p: *mut u8) {
     // SAFETY: the caller's guarantee: the object is ours and 16+ bytes long.
     unsafe { stamp(p).write(0) };
-    if BITMAP.load(Ordering::Relaxed) != 0 {
+}
+
+/// In checked mode, marks a block handed out by a C allocation (its stamp
+/// is already clear). Blocks from outside the arena (bootstrap blocks during
+/// init) have no bit and are left alone.
+#[cold]
+pub fn on_alloc(p: *const u8) {
+    if checked() && in_arena(p) {
         flip(p, true);
     }
 }
@@ -90,7 +103,7 @@ pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
     if !class.is_object_start(p as usize) {
         return Err(Bad::Interior);
     }
-    if BITMAP.load(Ordering::Relaxed) != 0 {
+    if checked() {
         return if flip(p, false) { Ok(()) } else { Err(Bad::DoubleFree) };
     }
     let mark = SECRET.load(Ordering::Relaxed) ^ p as u64;
@@ -114,7 +127,7 @@ pub unsafe fn is_live(p: *const u8, class: SizeClass) -> Result<(), Bad> {
     if !class.is_object_start(p as usize) {
         return Err(Bad::Interior);
     }
-    let live = if BITMAP.load(Ordering::Relaxed) != 0 {
+    let live = if checked() {
         let (word, bit) = bit_of(p);
         word.load(Ordering::Relaxed) & bit != 0
     } else {
@@ -169,9 +182,18 @@ pub fn bad_frees() -> u64 {
 }
 
 /// The word `free` stamps: the second, so that the first stays free for the
-/// central slab's free lists.
+/// central slab's free lists (asm/abi.h: the small malloc clears it there).
 fn stamp(p: *mut u8) -> *mut u64 {
-    p.wrapping_add(8).cast()
+    p.wrapping_add(STAMP_OFFSET).cast()
+}
+
+const STAMP_OFFSET: usize = 8;
+const _: () = assert!(STAMP_OFFSET as i64 == crate::rseq::abi::header::OBJ_OFF_STAMP);
+
+/// Whether `p` lies in the arena (the bitmap covers nothing else).
+fn in_arena(p: *const u8) -> bool {
+    let (base, bytes) = pagemap::arena();
+    (p as usize).wrapping_sub(base) < bytes
 }
 
 /// The bitmap word and bit of the object starting at `p`.

@@ -139,14 +139,14 @@ pub fn region(idx: usize) -> Option<Region> {
     (idx < ncpu()).then(|| Region { base: SLABS.load(Ordering::Relaxed) + (idx << REGION_SHIFT) })
 }
 
-/// Allocates an object of `class`: the size-taking entry point with the
-/// class's own size (which the asm's table maps back to the class), so
-/// that a hit is one tail call and a miss goes straight to `alloc_slow`.
+/// Allocates an object of `class`: the small entry point after its size
+/// lookup, so that a hit is one tail call and a miss goes straight to
+/// `alloc_slow`.
 #[inline(always)]
 pub fn alloc(class: SizeClass) -> *mut u8 {
-    // SAFETY: a class's size is ≤ MAX_SMALL; the regions stay mapped once
-    // published (`map_slabs`).
-    unsafe { cs::rseqalloc_malloc_small(class.size()) }
+    // SAFETY: a class's index; the regions stay mapped once published
+    // (`map_slabs`).
+    unsafe { cs::rseqalloc_malloc_class(class.index()) }
 }
 
 /// Frees an object of `class`, as `alloc` does: a push on this CPU's stack,
@@ -156,13 +156,14 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
 /// `p` is an allocated object of `class` that the caller gives up.
 #[inline(always)]
 pub unsafe fn free(class: SizeClass, p: *mut u8) {
-    // SAFETY: as in `alloc`; the caller gives up p, an object of the class
-    // its size maps to.
-    unsafe { cs::rseqalloc_free_small(p, class.size()) }
+    // SAFETY: as in `alloc`; the caller gives up p, an object of `class`.
+    unsafe { cs::rseqalloc_free_class(p, class.index()) }
 }
 
 /// `alloc_slow` for the asm entry point `rseqalloc_malloc_small`, which
-/// tail-calls it on a miss.
+/// tail-calls it on a miss (the C library's entry point calls
+/// `capi::rseqalloc_c_malloc_miss` instead).
+#[cfg(not(feature = "capi"))]
 #[no_mangle]
 extern "C" fn rseqalloc_alloc_slow(class: usize) -> *mut u8 {
     match SizeClass::from_index(class) {

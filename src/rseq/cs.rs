@@ -63,11 +63,19 @@ extern "C" {
 
     /// Allocates a block of `size` ≤ MAX_SMALL bytes at alignment ≤ 16: a pop
     /// on the current CPU's stack of its class, or on a miss a tail call of
-    /// `rseqalloc_alloc_slow`. Null only when memory runs out.
+    /// `rseqalloc_alloc_slow` (in the C library: of
+    /// `capi::rseqalloc_c_malloc_miss`, and a hit clears the freed stamp).
+    /// Null only when memory runs out.
     ///
     /// # Safety
     /// `size` ≤ MAX_SMALL.
     pub fn rseqalloc_malloc_small(size: usize) -> *mut u8;
+
+    /// `rseqalloc_malloc_small` entered after its size lookup.
+    ///
+    /// # Safety
+    /// `class` is a `SizeClass` index.
+    pub fn rseqalloc_malloc_class(class: usize) -> *mut u8;
 
     /// Frees a block of `size` ≤ MAX_SMALL bytes allocated at alignment ≤ 16:
     /// a push on the current CPU's stack of its class, or on a miss a tail
@@ -77,6 +85,13 @@ extern "C" {
     /// `object` is a live block allocated with this size at alignment ≤ 16,
     /// which the caller gives up.
     pub fn rseqalloc_free_small(object: *mut u8, size: usize);
+
+    /// `rseqalloc_free_small` entered after its size lookup.
+    ///
+    /// # Safety
+    /// `class` is a `SizeClass` index and `object` a live object of that
+    /// class, which the caller gives up.
+    pub fn rseqalloc_free_class(object: *mut u8, class: usize);
 
     /// Pops the top object of `class`'s stack in the current CPU's region.
     /// Returns null if the stack is empty or locked, or if the thread has no
