@@ -13,6 +13,10 @@
 #define WS 16384
 
 static uint64_t ops_per_thread, seed;
+/* WL_ROUND=n (a power of two, 1..4096, default 1) rounds every size up to a
+ * multiple of n: at 64, no cache line holds parts of two blocks, which
+ * isolates false sharing between threads from everything else. */
+static size_t ROUND = 1;
 
 typedef struct {
   int id;
@@ -21,10 +25,12 @@ typedef struct {
 
 static size_t pick_size(wl_rng *r) {
   uint64_t x = wl_below(r, 1000);
-  if (x < 800) return wl_range(r, 16, 128);
-  if (x < 950) return wl_range(r, 129, 1024);
-  if (x < 995) return wl_range(r, 1025, 8192);
-  return wl_range(r, 8193, 65536);
+  size_t size;
+  if (x < 800) size = wl_range(r, 16, 128);
+  else if (x < 950) size = wl_range(r, 129, 1024);
+  else if (x < 995) size = wl_range(r, 1025, 8192);
+  else size = wl_range(r, 8193, 65536);
+  return (size + ROUND - 1) & ~(ROUND - 1);
 }
 
 static void *worker(void *vp) {
@@ -66,6 +72,12 @@ static void *worker(void *vp) {
 
 int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "alloc-test");
+  const char *round = getenv("WL_ROUND");
+  if (round) ROUND = (size_t)atol(round);
+  if (ROUND < 1 || ROUND > 4096 || (ROUND & (ROUND - 1))) {
+    fprintf(stderr, "WL_ROUND must be a power of two, 1..4096\n");
+    return 2;
+  }
   seed = a.seed;
   ops_per_thread = wl_scaled(a.scale, 5000000, 1000);
   int n = a.threads;

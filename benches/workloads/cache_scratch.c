@@ -16,6 +16,12 @@
  * different threads can no longer share a line, which isolates the false
  * sharing from everything else the allocator does. */
 static int OBJSZ = 8;
+/* WL_WARM=1: each thread mallocs and frees one object before it frees the
+ * one it was given. Google TCMalloc sends a thread's first malloc to its
+ * slow path (its sampler starts at 0), which refills the CPU cache and
+ * buries the handed-off object under a fresh batch; one warm-up pair takes
+ * that first malloc, so every allocator meets the handoff in steady state. */
+static int WARM = 0;
 #define ITER 1000
 
 static uint64_t reps, seed;
@@ -34,6 +40,11 @@ static void *worker(void *vp) {
       fprintf(stderr, "VERIFY FAILED: handed-off object corrupt\n");
       exit(2);
     }
+  if (WARM) {
+    volatile unsigned char *w = (volatile unsigned char *)wl_malloc((size_t)OBJSZ);
+    w[0] = 1; /* used, so the compiler keeps the pair */
+    free((void *)w);
+  }
   free(ta->given);
   wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum);
   return NULL;
@@ -43,6 +54,8 @@ int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "cache-scratch");
   const char *objsz = getenv("WL_OBJSZ");
   if (objsz) OBJSZ = atoi(objsz);
+  const char *warm = getenv("WL_WARM");
+  WARM = warm && atoi(warm) != 0;
   if (OBJSZ < 1 || OBJSZ > 4096) {
     fprintf(stderr, "WL_OBJSZ must be 1..4096\n");
     return 2;
