@@ -8,7 +8,9 @@
  * the thread makes threads on different CPUs write the same cache line
  * ("passive" false sharing, induced by the handoff).
  *
- * ops = byte writes.
+ * ops = byte writes.  A HANDOFF line says how many threads got their
+ * handed-off object back as their first object, and how many pairs of
+ * threads' first objects share a cache line.
  */
 #include "wl_common.h"
 
@@ -30,6 +32,7 @@ typedef struct {
   int id;
   unsigned char *given;
   uint64_t sum;
+  uintptr_t first; /* the first object the thread got after the handoff */
 } targ_t;
 
 static void *worker(void *vp) {
@@ -46,7 +49,7 @@ static void *worker(void *vp) {
     free((void *)w);
   }
   free(ta->given);
-  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum);
+  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, &ta->first);
   return NULL;
 }
 
@@ -72,6 +75,15 @@ int main(int argc, char **argv) {
   double el = wl_run_all(n, worker, ta, sizeof *ta);
   uint64_t sum = 0;
   for (int i = 0; i < n; i++) sum = wl_mix(sum ^ ta[i].sum);
+  /* Where the false sharing comes from: how many threads got their
+   * handed-off object straight back, and how many pairs of threads wrote
+   * first objects in one cache line. */
+  int reused = 0, pairs = 0;
+  for (int i = 0; i < n; i++) {
+    reused += ta[i].first == (uintptr_t)ta[i].given;
+    for (int j = i + 1; j < n; j++) pairs += ta[i].first >> 6 == ta[j].first >> 6;
+  }
+  printf("HANDOFF threads=%d got_given_back=%d thread_pairs_sharing_a_line=%d\n", n, reused, pairs);
   wl_result("cache-scratch", &a, (uint64_t)n * ITER * reps * OBJSZ, "writes", el, sum,
             (uint64_t)n * ITER);
   free(ta);

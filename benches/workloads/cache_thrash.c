@@ -25,7 +25,7 @@ typedef struct {
 
 static void *worker(void *vp) {
   targ_t *ta = (targ_t *)vp;
-  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum);
+  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, NULL);
   return NULL;
 }
 

@@ -199,10 +199,13 @@ static inline void wl_create(pthread_t *t, void *(*fn)(void *), void *arg) {
 }
 
 /* The cache-scratch/-thrash loop: `iter` times, malloc an `objsz`-byte
- * object, write every byte `reps` times, fold it into *sum, free it. */
-static WL_UNUSED void wl_write_objects(int iter, int objsz, uint64_t reps, unsigned char salt, uint64_t *sum) {
+ * object, write every byte `reps` times, fold it into *sum, free it.
+ * *first, if `first` is not NULL, gets the first object's address. */
+static WL_UNUSED void wl_write_objects(int iter, int objsz, uint64_t reps, unsigned char salt, uint64_t *sum,
+                                       uintptr_t *first) {
   for (int i = 0; i < iter; i++) {
     volatile unsigned char *p = (volatile unsigned char *)wl_malloc((size_t)objsz);
+    if (first && i == 0) *first = (uintptr_t)p;
     for (int k = 0; k < objsz; k++) p[k] = (unsigned char)k;
     for (uint64_t r = 0; r < reps; r++)
       for (int k = 0; k < objsz; k++) p[k] = (unsigned char)(p[k] * 3 + r + k + salt);
