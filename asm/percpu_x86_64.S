@@ -343,7 +343,7 @@ rseqalloc_rseq_cs:
  *   rdi = size <= MAX_SMALL, for alignment <= 16.
  * void *rseqalloc_malloc_class(size_t class)
  *   rdi = class (the second entry, after the size lookup: for callers that
- *   know the class, such as C `free`'s counterpart and the over-aligned path).
+ *   know the class, such as the over-aligned path).
  *   Both return an object of the class from this CPU's cache, or tail-call
  *   MALLOC_MISS(class).
  */
