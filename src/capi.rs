@@ -40,10 +40,11 @@ const PTRDIFF_MAX: usize = isize::MAX as usize;
 /// Allocates `size` bytes at 16-byte alignment: for small sizes one tail
 /// call of the small entry point, which in this library also clears the
 /// freed stamp (and on a miss goes to `rseqalloc_c_malloc_miss`). Checked
-/// mode marks every block, so it takes the slow path.
+/// mode marks every block, so it takes the slow path (as does the first
+/// allocation, before init).
 #[inline(always)]
 fn alloc(size: usize) -> *mut u8 {
-    if size <= MAX_SMALL && !check::checked() {
+    if size <= MAX_SMALL && check::stamping() {
         // SAFETY: size ≤ MAX_SMALL.
         return unsafe { cs::rseqalloc_malloc_small(size) };
     }
@@ -123,8 +124,8 @@ fn memalign_any(align: usize, size: usize) -> *mut u8 {
 /// `p` is NULL or a block the caller gives up (checked where possible).
 #[inline(always)]
 unsafe fn free_any(op: &str, p: *mut u8) {
-    match pagemap::class_of(p) {
-        // SAFETY: class_of(p) is class.
+    match pagemap::map_byte(p).and_then(|byte| SizeClass::object_at(byte, p as usize)) {
+        // SAFETY: object_at(p) is class.
         Some(class) => match unsafe { check::take(p, class) } {
             // SAFETY: a block that passes `take` is an object of `class`
             // that the caller gives up.
@@ -138,8 +139,9 @@ unsafe fn free_any(op: &str, p: *mut u8) {
     }
 }
 
-/// NULL, medium and large blocks, bootstrap blocks (never freed) and foreign
-/// pointers.
+/// NULL, medium and large blocks, bootstrap blocks (never freed), and
+/// pointers that are not a block start: inside a small or medium span, or
+/// foreign.
 ///
 /// # Safety
 /// As for `free_any`.

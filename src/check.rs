@@ -30,6 +30,8 @@ use crate::config::{BadFree, Config};
 use crate::size_class::SizeClass;
 use crate::{os, pagemap};
 
+/// The stamp secret, odd; 0 before init and in checked mode, where the
+/// bitmap takes the stamps' place: the fast paths read only this word.
 static SECRET: AtomicU64 = AtomicU64::new(0);
 static LEAK: AtomicBool = AtomicBool::new(false);
 /// Base of the checked mode's bitmap; 0 when not in checked mode.
@@ -53,7 +55,6 @@ pub enum Bad {
 /// Reads the options into place; maps the bitmap in checked mode. Called
 /// once by init, after the arena exists.
 pub fn init(config: &Config) {
-    SECRET.store(os::random_u64(), Ordering::Relaxed);
     LEAK.store(config.bad_free == BadFree::Leak, Ordering::Relaxed);
     if config.checked {
         let (_, arena_bytes) = pagemap::arena();
@@ -63,6 +64,14 @@ pub fn init(config: &Config) {
         }
         BITMAP.store(bitmap as usize, Ordering::Relaxed);
     }
+    SECRET.store(if checked() { 0 } else { os::random_u64() | 1 }, Ordering::Relaxed);
+}
+
+/// Whether blocks are stamped (after init, outside checked mode): C
+/// `malloc`'s fast path needs nothing else.
+#[inline(always)]
+pub fn stamping() -> bool {
+    SECRET.load(Ordering::Relaxed) != 0
 }
 
 /// Whether checked mode is on (`RSEQALLOC_CHECK=1`).
@@ -92,23 +101,23 @@ pub fn on_alloc(p: *const u8) {
     }
 }
 
-/// Whether the C API may free `p`, a pointer into a `class` span: an object
-/// start that is handed out. If so, marks it free (the caller then frees it);
-/// if not, says why (the caller reports it, off its hot path).
+/// Whether the C API may free `p`, an object start of `class`: whether it
+/// is handed out. If so, marks it free (the caller then frees it); if not,
+/// says why (the caller reports it, off its hot path).
 ///
 /// # Safety
-/// `pagemap::class_of(p) == Some(class)`.
+/// `SizeClass::object_at(map byte of p, p) == Some(class)`: `p` is where an
+/// object of `class` starts in a live span.
 #[inline(always)]
 pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
-    if !class.is_object_start(p as usize) {
-        return Err(Bad::Interior);
+    debug_assert!(class.is_object_start(p as usize));
+    let secret = SECRET.load(Ordering::Relaxed);
+    if secret == 0 {
+        return take_unstamped(p);
     }
-    if checked() {
-        return if flip(p, false) { Ok(()) } else { Err(Bad::DoubleFree) };
-    }
-    let mark = SECRET.load(Ordering::Relaxed) ^ p as u64;
-    // SAFETY: p is an object start in a live span (class_of says so, and the
-    // offset test passed), so its 16+ bytes are arena memory we may touch.
+    let mark = secret ^ p as u64;
+    // SAFETY: the caller's guarantee: p is an object start in a live span,
+    // so its 16+ bytes are arena memory we may touch.
     unsafe {
         if stamp(p).read() == mark {
             return Err(Bad::DoubleFree);
@@ -116,6 +125,18 @@ pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
         stamp(p).write(mark);
     }
     Ok(())
+}
+
+/// `take` in checked mode: the block's bit says whether it is handed out.
+/// (The secret is 0 before init too, when no small block exists yet.)
+/// Inlined: a call here would make `free` keep a frame on its hot path.
+#[inline(always)]
+fn take_unstamped(p: *const u8) -> Result<(), Bad> {
+    if !checked() || flip(p, false) {
+        Ok(())
+    } else {
+        Err(Bad::DoubleFree)
+    }
 }
 
 /// Whether `p`, a pointer into a `class` span, is a handed-out block (for
@@ -165,11 +186,12 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
     false
 }
 
-/// Why `p`, which is neither a small block, a live medium or large block nor
-/// a bootstrap block, may not be freed: inside a medium run but not at its
-/// start, or not ours (a freed medium or large block looks like this too).
+/// Why `p`, which is neither a small object start, a live medium or large
+/// block nor a bootstrap block, may not be freed: inside a small span or a
+/// medium run but not where a block starts, or not ours (a freed medium or
+/// large block looks like this too).
 pub fn judge_other(p: *const u8) -> Bad {
-    if crate::medium::is_interior(p) {
+    if pagemap::class_of(p).is_some() || crate::medium::is_interior(p) {
         Bad::Interior
     } else {
         Bad::Foreign

@@ -157,10 +157,16 @@ pub fn granule_of(p: *const u8) -> Option<usize> {
 /// span (a large block, a foreign pointer, or free arena memory).
 #[inline(always)]
 pub fn class_of(p: *const u8) -> Option<SizeClass> {
-    let g = granule_of(p)?;
-    // SAFETY: g < GRANULES, the length of the class map.
-    let byte = unsafe { *(CLASS_MAP.load(Ordering::Relaxed) as *const u8).add(g) };
-    SizeClass::from_index(byte as usize)
+    SizeClass::from_index(map_byte(p)? as usize)
+}
+
+/// The class-map byte of the granule holding `p` (a size class index, a
+/// medium run's marker, or 0), if `p` is inside the arena: C `free` hands
+/// it to `SizeClass::object_at` as it is.
+#[inline(always)]
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn map_byte(p: *const u8) -> Option<u8> {
+    granule_of(p).map(class_byte)
 }
 
 /// The arena's base address and size in bytes (0, 0 before init).
@@ -306,6 +312,7 @@ fn mark_run(g: usize, n: usize) {
     set_class(g + 1, n - 1, RUN_BODY);
 }
 
+#[inline(always)]
 fn class_byte(g: usize) -> u8 {
     // SAFETY: callers pass g < GRANULES, the length of the class map.
     unsafe { *(CLASS_MAP.load(Ordering::Relaxed) as *const u8).add(g) }

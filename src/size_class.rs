@@ -34,7 +34,11 @@ const SIZES: [u32; NUM_CLASSES] = [
 ];
 
 /// What `free` needs to tell an object start of a class, in one 16-byte
-/// entry per class (one cache line for four classes).
+/// entry per class (one cache line for four classes). The table has an
+/// entry for every class-map byte: those that name no class (0, a medium
+/// run's marker) keep the all-zero entry, which no address passes (an
+/// offset times 0 is never below 0), so C `free` needs no range check of
+/// the byte before it looks.
 #[derive(Clone, Copy)]
 #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
 struct ObjectStarts {
@@ -50,8 +54,8 @@ struct ObjectStarts {
 }
 
 #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
-const OBJECT_STARTS: [ObjectStarts; NUM_CLASSES] = {
-    let mut e = [ObjectStarts { divisor: 0, span_mask: 0, last: 0 }; NUM_CLASSES];
+const OBJECT_STARTS: [ObjectStarts; 256] = {
+    let mut e = [ObjectStarts { divisor: 0, span_mask: 0, last: 0 }; 256];
     let mut c = 1;
     while c < NUM_CLASSES {
         let size = SIZES[c] as u64;
@@ -64,6 +68,17 @@ const OBJECT_STARTS: [ObjectStarts; NUM_CLASSES] = {
     }
     e
 };
+
+impl ObjectStarts {
+    /// Whether an object of this entry's class starts at `p`, an address in
+    /// one of its spans.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+    fn holds(&self, p: usize) -> bool {
+        let offset = (p & self.span_mask as usize) as u64;
+        offset.wrapping_mul(self.divisor) < self.divisor && offset <= self.last as u64
+    }
+}
 
 /// The largest number of objects moved between a CPU cache and the middle
 /// end in one batch (stack buffers are this long).
@@ -177,9 +192,17 @@ impl SizeClass {
     #[inline(always)]
     #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
     pub fn is_object_start(self, p: usize) -> bool {
-        let e = OBJECT_STARTS[self.index()];
-        let offset = (p & e.span_mask as usize) as u64;
-        offset.wrapping_mul(e.divisor) < e.divisor && offset <= e.last as u64
+        OBJECT_STARTS[self.index()].holds(p)
+    }
+
+    /// The class whose object starts at `p`, given the class-map byte of
+    /// p's granule (`pagemap::map_byte`): None when the byte names no class
+    /// or `p` is not where one of its objects starts. One table entry and no
+    /// range check of the byte (`ObjectStarts`).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+    pub fn object_at(map_byte: u8, p: usize) -> Option<SizeClass> {
+        OBJECT_STARTS[map_byte as usize].holds(p).then_some(SizeClass(map_byte))
     }
 
     /// Objects moved per batch between a CPU cache and the middle end: about
@@ -257,6 +280,18 @@ mod tests {
                 let expected = offset % c.size() == 0 && offset + c.size() <= span;
                 // A span at 1 MiB in the arena: the offset is the low bits.
                 assert_eq!(c.is_object_start((1 << 20) + offset), expected, "class {} offset {offset}", c.size());
+            }
+        }
+    }
+
+    #[test]
+    fn object_at_names_a_class_only_for_class_bytes_at_object_starts() {
+        for byte in 0..=255u8 {
+            let class = SizeClass::from_index(byte as usize);
+            for offset in [0, 16, 48, 64, 96, 4096, 65536 - 16, 65536, 3 * 65536] {
+                let p = (1 << 20) + offset;
+                let expected = class.filter(|c| c.is_object_start(p));
+                assert_eq!(SizeClass::object_at(byte, p), expected, "byte {byte} offset {offset}");
             }
         }
     }
