@@ -49,8 +49,9 @@ pub struct RegionMeta {
     pub lock: SpinLock<()>,
     /// Set once the headers are laid out.
     pub initialized: AtomicBool,
-    /// Pops served from this region; bumped by `rseqalloc_cs_pop` just before
-    /// its commit, so a restarted pop may count twice (bounded by restarts).
+    /// Pops served from this region; bumped by every pop section just
+    /// before its commit, so a restarted pop may count twice (bounded by
+    /// restarts).
     pub alloc_hits: AtomicU64,
     /// Pushes served; as `alloc_hits`.
     pub free_hits: AtomicU64,
@@ -206,7 +207,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     // The stack may have been refilled meanwhile (another thread on this
     // CPU, or our own registration just happened): try the fast path again.
     // SAFETY: as in `alloc`.
-    let p = unsafe { cs::pop(class.index()) };
+    let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
     if !p.is_null() {
         return p;
     }
@@ -240,7 +241,7 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
     if let Some(region) = rseq::current_index().and_then(region) {
         region.prepare(class, false);
         // SAFETY: as in `free`.
-        if unsafe { cs::push(class.index(), p) } {
+        if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
             return;
         }
         // SAFETY: buf has room for a batch.
