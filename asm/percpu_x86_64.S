@@ -243,12 +243,13 @@
 1:
 .endm
 
-/* RESOLVER_BEGIN(name) / RESOLVER_END(name): the frame of the indirect
- * function `name`: its resolver runs during relocation, before TLS and
- * errno exist (the Rust side it calls uses raw system calls only), names our
- * own area in the control block, and keeps its callees' stack 16-aligned
- * in one 8-byte slot, which holds the copy it will return. */
-.macro RESOLVER_BEGIN name
+/* RESOLVER_BEGIN(name, default) / RESOLVER_END(name): the frame of the
+ * indirect function `name`: its resolver runs during relocation, before TLS
+ * and errno exist (the Rust side it calls uses raw system calls only), names
+ * our own area in the control block, and keeps its callees' stack
+ * 16-aligned in one 8-byte slot, which holds the copy it will return:
+ * `default` unless a CHOOSE_IF step picks another. */
+.macro RESOLVER_BEGIN name, default
 	.text
 	.globl \name
 	.hidden \name
@@ -259,6 +260,8 @@
 	OWN_AREA_DEFAULT
 	subq $8, %rsp
 	.cfi_adjust_cfa_offset 8
+	leaq \default(%rip), %rcx
+	movq %rcx, (%rsp)
 .endm
 
 .macro RESOLVER_END name
@@ -284,9 +287,7 @@
 /* ENTRY(name): the indirect function `name`: name_region when the region
  * copies were chosen, else name_mainline. */
 .macro ENTRY name
-RESOLVER_BEGIN \name
-	leaq \name\()_mainline(%rip), %rcx
-	movq %rcx, (%rsp)
+RESOLVER_BEGIN \name, \name\()_mainline
 	CHOOSE_IF rseqalloc_regions_chosen, \name\()_region
 RESOLVER_END \name
 .endm
@@ -296,9 +297,7 @@ RESOLVER_END \name
  * publish (the same answer: rseqalloc_mm_cid_chosen). The region copy, if
  * chosen, wins. */
 .macro ENTRY_BY_INDEX name
-RESOLVER_BEGIN \name
-	leaq \name\()_mainline_cpu(%rip), %rcx
-	movq %rcx, (%rsp)
+RESOLVER_BEGIN \name, \name\()_mainline_cpu
 	CHOOSE_IF rseqalloc_mm_cid_chosen, \name\()_mainline_cid
 	CHOOSE_IF rseqalloc_regions_chosen, \name\()_region
 RESOLVER_END \name
