@@ -59,10 +59,7 @@ const OBJECT_STARTS: [ObjectStarts; 256] = {
     let mut c = 1;
     while c < NUM_CLASSES {
         let size = SIZES[c] as u64;
-        let span = match SizeClass::from_index(c) {
-            Some(class) => class.span_granules() << 16,
-            None => 0,
-        } as u64;
+        let span = (SizeClass(c as u8).span_granules() << 16) as u64;
         e[c] = ObjectStarts { divisor: u64::MAX / size + 1, span_mask: (span - 1) as u32, last: (span - size) as u32 };
         c += 1;
     }
