@@ -149,7 +149,7 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
 }
 
 /// Whether caches will be indexed by `mm_cid`: as the loader decided when it
-/// bound the size-taking entry points (`resolve`), outside the fallback.
+/// bound the small entry points (`resolve`), outside the fallback.
 pub fn choose_index(mode: Mode) -> CacheIndex {
     if mode != Mode::Fallback && resolve::rseqalloc_mm_cid_chosen() {
         CacheIndex::MmCid

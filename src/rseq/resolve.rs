@@ -71,7 +71,7 @@ pub extern "C" fn rseqalloc_regions_chosen() -> bool {
 }
 
 /// Whether caches are indexed by `mm_cid` in this process, which also picks
-/// the mainline copies of the size-taking entry points (they read the index
+/// the mainline copies of the small entry points (they read the index
 /// at a constant offset). Decided on the first call, like
 /// `rseqalloc_regions_chosen`: `mm_cid` when the kernel maintains it
 /// (`AT_RSEQ_FEATURE_SIZE` ≥ 28) and `RSEQALLOC_MMCID` in the initial
@@ -94,28 +94,24 @@ fn decided(state: &AtomicU8, decide: impl FnOnce() -> bool) -> bool {
 /// Whether the kernel keeps `mm_cid` in the rseq area, from
 /// /proc/self/auxv (getauxval is libc's, which may not be relocated yet).
 fn kernel_has_mm_cid() -> bool {
-    let path = b"/proc/self/auxv\0";
-    // SAFETY: a NUL-terminated path; the flags ask for nothing else.
-    let fd = unsafe { syscall5(SYS_OPENAT, AT_FDCWD, path.as_ptr() as i64, O_RDONLY_CLOEXEC, 0, 0) };
-    if fd < 0 {
-        return false;
-    }
     // The vector is (type, value) pairs of u64, a few hundred bytes.
     let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); 128];
-    let mut filled = 0usize;
-    while filled < core::mem::size_of_val(&buf) {
-        // SAFETY: the range [filled, size) of buf is writable; fd is ours.
-        let n = unsafe {
-            let at = (buf.as_mut_ptr() as *mut u8).add(filled);
-            syscall5(SYS_READ, fd, at as i64, (core::mem::size_of_val(&buf) - filled) as i64, 0, 0)
-        };
-        if n <= 0 {
-            break;
+    let filled = with_proc_file(b"/proc/self/auxv\0", |fd| {
+        let mut filled = 0usize;
+        while filled < core::mem::size_of_val(&buf) {
+            // SAFETY: the range [filled, size) of buf is writable; fd is ours.
+            let n = unsafe {
+                let at = (buf.as_mut_ptr() as *mut u8).add(filled);
+                syscall5(SYS_READ, fd, at as i64, (core::mem::size_of_val(&buf) - filled) as i64, 0, 0)
+            };
+            if n <= 0 {
+                break;
+            }
+            filled += n as usize;
         }
-        filled += n as usize;
-    }
-    // SAFETY: closes the descriptor opened above.
-    unsafe { syscall5(SYS_CLOSE, fd, 0, 0, 0, 0) };
+        filled
+    })
+    .unwrap_or(0);
     let words = filled / 8;
     (0..words / 2).any(|i| {
         // SAFETY: the kernel wrote the first `filled` bytes.
@@ -154,31 +150,37 @@ fn mode_denies_regions() -> bool {
 /// /proc/self/environ into `out`; returns its length, or None if it is
 /// absent, longer than `out`, or the file cannot be read.
 fn initial_env_value(prefix: &[u8], out: &mut [u8]) -> Option<usize> {
-    let path = b"/proc/self/environ\0";
+    let mut scan = EnvScan { prefix, col: 0, matching: true, len: 0, found: None };
+    with_proc_file(b"/proc/self/environ\0", |fd| {
+        let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 256];
+        while scan.found.is_none() {
+            // SAFETY: buf is writable for its length; fd is ours.
+            let n = unsafe { syscall5(SYS_READ, fd, buf.as_mut_ptr() as i64, buf.len() as i64, 0, 0) };
+            if n <= 0 {
+                break;
+            }
+            for b in buf.iter().take(n as usize) {
+                // SAFETY: the kernel wrote the first n bytes.
+                scan.feed(unsafe { b.assume_init() }, out);
+            }
+        }
+    })?;
+    scan.found.flatten()
+}
+
+/// Opens the /proc file at `path` (NUL-terminated) read-only, runs `read`
+/// on its descriptor and closes it; None if it cannot be opened.
+fn with_proc_file<T>(path: &[u8], read: impl FnOnce(i64) -> T) -> Option<T> {
+    debug_assert_eq!(path.last(), Some(&0));
     // SAFETY: a NUL-terminated path; the flags ask for nothing else.
     let fd = unsafe { syscall5(SYS_OPENAT, AT_FDCWD, path.as_ptr() as i64, O_RDONLY_CLOEXEC, 0, 0) };
     if fd < 0 {
         return None;
     }
-    let mut scan = EnvScan { prefix, col: 0, matching: true, len: 0, found: None };
-    let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 256];
-    loop {
-        // SAFETY: buf is writable for its length; fd is ours.
-        let n = unsafe { syscall5(SYS_READ, fd, buf.as_mut_ptr() as i64, buf.len() as i64, 0, 0) };
-        if n <= 0 {
-            break;
-        }
-        for b in buf.iter().take(n as usize) {
-            // SAFETY: the kernel wrote the first n bytes.
-            scan.feed(unsafe { b.assume_init() }, out);
-        }
-        if scan.found.is_some() {
-            break;
-        }
-    }
+    let value = read(fd);
     // SAFETY: closes the descriptor opened above.
     unsafe { syscall5(SYS_CLOSE, fd, 0, 0, 0, 0) };
-    scan.found.flatten()
+    Some(value)
 }
 
 /// A streaming matcher over NUL-separated "NAME=value" entries.
