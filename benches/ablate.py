@@ -22,7 +22,6 @@ with make if needed).
 import argparse
 import hashlib
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -61,12 +60,14 @@ ABLATIONS = {
 ABLATIONS["no-checks"] = ABLATIONS["no-stamp"] + ABLATIONS["no-interior-check"]
 ABLATIONS["no-checks-no-counters"] = ABLATIONS["no-checks"] + ABLATIONS["no-hit-counters"]
 
+# The peers exactly as the shoot-out preloads them, run by its runner.
+sys.path.insert(0, WORKLOADS)
+import shootout  # noqa: E402
+
 PEERS = {
-    "glibc": ("", {}),
-    "jemalloc": ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", {}),
-    "mimalloc": ("/usr/lib/x86_64-linux-gnu/libmimalloc.so.2", {}),
-    "gperf-tc": ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", {}),
-    "google-tc": ("/var/tmp/tcg/shim/libtcmalloc_google.so", {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}),
+    name: (path, env)
+    for name, path, env, _ in shootout.allocator_table(argparse.Namespace(rseqalloc=None, tcmalloc_google=None))
+    if name != "rseqalloc"
 }
 
 
@@ -91,15 +92,13 @@ def build(name, patches, scratch, out_dir):
     return lib
 
 
-def run_once(program, args, lib, extra_env):
-    env = dict(os.environ, **extra_env)
-    if lib:
-        env["LD_PRELOAD"] = lib
-    out = subprocess.run([program] + args, env=env, capture_output=True, text=True, check=True).stdout
-    m = re.search(r"ops_per_sec=([0-9.]+)", out)
-    if not m:
-        sys.exit(f"no RESULT line from {program}: {out}")
-    return float(m.group(1))
+def run_once(program, threads, scale, lib, env):
+    """One run of `program` under `lib` (None: glibc), through the
+    shoot-out's runner; its throughput."""
+    rec = shootout.run_once(program, threads, float(scale), 42, lib, env, timeout=600)
+    if rec["problem"]:
+        sys.exit(f"{os.path.basename(program)} under {lib or 'glibc'}: {rec['problem']}")
+    return rec["ops_per_sec"]
 
 
 def main():
@@ -140,7 +139,7 @@ def main():
         samples = {k: [] for k in libs}
         for i in range(args.runs):
             for k, (lib, env) in libs.items():  # interleaved: noise hits all alike
-                samples[k].append(run_once(program, [str(args.threads), args.scale, "42"], lib, env))
+                samples[k].append(run_once(program, args.threads, args.scale, lib, env))
             print(f"run {i + 1}/{args.runs} done", file=sys.stderr)
 
     base = statistics.median(samples[names[0]]) if names else None
