@@ -3,7 +3,7 @@
 
 Builds librseqalloc.so once per ablation from a scratch copy of this tree,
 with one named piece of the hot path taken out (a textual patch that must
-apply exactly, or the run stops), then runs one shoot-out workload under
+apply exactly, or the run stops), or for a trial one idea put in, then runs one shoot-out workload under
 every build, and optionally under peer allocators, interleaved, and prints
 the median throughput of each and its ratio to the unmodified build.
 
@@ -15,6 +15,7 @@ wrong. They answer "how much of the gap to a peer is this piece?".
     python3 benches/ablate.py larson 1                 # every ablation, 7 runs
     python3 benches/ablate.py alloc_test 1 --runs 9 --peers gperf-tc,mimalloc
     python3 benches/ablate.py rptest 4 --only base,no-stamp
+    python3 benches/ablate.py alloc_test 4 --only base,prefetch-next   # a trial
 
 Standard library only. The workloads come from benches/workloads (built
 with make if needed).
@@ -59,6 +60,18 @@ ABLATIONS = {
 }
 ABLATIONS["no-checks"] = ABLATIONS["no-stamp"] + ABLATIONS["no-interior-check"]
 ABLATIONS["no-checks-no-counters"] = ABLATIONS["no-checks"] + ABLATIONS["no-hit-counters"]
+
+# Ideas tried and not kept, so that their measurement can be repeated
+# (BENCHMARKS.md); run only when named with --only.
+TRIALS = {
+    # After a pop commits, prefetch the object the next pop of the class
+    # returns (slot current - 2 of the `current` the pop loaded).
+    "prefetch-next": [
+        ("asm/percpu_x86_64.S", "\tSTAMP_CLEAR\n\tret\n",
+         "\tSTAMP_CLEAR\n\tmovq -16(%rdx, %rcx, 8), %rcx\n\tprefetcht0 (%rcx)\n\tret\n"),
+    ],
+}
+BUILDS = {**ABLATIONS, **TRIALS}
 
 # The peers exactly as the shoot-out preloads them, run by its runner.
 sys.path.insert(0, WORKLOADS)
@@ -107,14 +120,15 @@ def main():
     ap.add_argument("threads", type=int)
     ap.add_argument("--scale", default="1")
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--only", default=",".join(ABLATIONS), help="comma-separated ablations")
+    ap.add_argument("--only", default=",".join(ABLATIONS),
+                    help="comma-separated builds (default: every ablation); trials: " + ",".join(TRIALS))
     ap.add_argument("--peers", default="", help="comma-separated peers: " + ",".join(PEERS))
     args = ap.parse_args()
 
     names = [n for n in args.only.split(",") if n]
     for n in names:
-        if n not in ABLATIONS:
-            ap.error(f"unknown ablation {n!r}; known: {', '.join(ABLATIONS)}")
+        if n not in BUILDS:
+            ap.error(f"unknown build {n!r}; known: {', '.join(BUILDS)}")
     peers = [p for p in args.peers.split(",") if p]
     for p in peers:
         if p not in PEERS:
@@ -128,7 +142,7 @@ def main():
         libs, seen = {}, {}
         for n in names:
             print(f"building {n} ...", file=sys.stderr)
-            lib = build(n, ABLATIONS[n], scratch, scratch)
+            lib = build(n, BUILDS[n], scratch, scratch)
             digest = hashlib.sha256(open(lib, "rb").read()).hexdigest()
             if digest in seen:
                 sys.exit(f"ablation {n} built the same library as {seen[digest]}: the patch changed nothing")
