@@ -93,7 +93,7 @@ install_qemu() {
 
 install_deps() {
 	local need=() p
-	for p in bc bison flex cpio libelf-dev libssl-dev xz-utils gcc make libc6-dev python3; do
+	for p in bc bison flex cpio libelf-dev libssl-dev xz-utils gcc make libc6-dev python3 rsync; do
 		installed "$p" || need+=("$p")
 	done
 	if [ ${#need[@]} -gt 0 ]; then
