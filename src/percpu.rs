@@ -25,8 +25,8 @@
 //! whenever a section committed in between; growing `end` needs no fence
 //! because a section that read the old `end` simply used less room.
 
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use memoffset::offset_of;
 
 use crate::rseq::abi::header as h;
 use crate::rseq::cs;

@@ -5,8 +5,8 @@
 //! to the mainline or the region copy of its section (`super::resolve`), so
 //! a call through it costs what a call to either copy would.
 
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicI64, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize};
-use memoffset::offset_of;
 
 use super::abi::{header as h, RseqCs};
 
