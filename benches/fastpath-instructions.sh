@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Counts the instructions a small malloc and a small free execute when the
 # per-CPU cache hits, from the disassembly, for both ways in:
-# - Rust: examples/fastpath.rs, whose global allocator is RseqAlloc, from
+# - Rust: benches/examples/fastpath.rs, whose global allocator is RseqAlloc, from
 #   the entry of __rust_alloc / __rust_dealloc (where RseqAlloc::alloc /
 #   ::dealloc are inlined) through the critical section to the final `ret`;
 # - C: librseqalloc.so, from the entry of `malloc` / `free` (with their

@@ -2,7 +2,7 @@
 //! `RseqAlloc` and the system allocator (glibc) in the same run, plus the
 //! share of those operations that left the fast path (from `stats()`).
 //!
-//! `cargo bench --bench pair`
+//! `cargo bench -p rseqalloc-bench --features micro --bench pair`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

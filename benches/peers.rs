@@ -6,7 +6,7 @@
 //! Ends with a table of each benchmark's median and rseqalloc's ratio to the
 //! best peer.
 //!
-//! `cargo bench --features peers --bench peers`
+//! `cargo bench -p rseqalloc-bench --features peers --bench peers`
 //!
 //! A thread has one rseq registration. TCMalloc runs its per-CPU caches only
 //! if it owns it, which needs `GLIBC_TUNABLES=glibc.pthread.rseq=0`; and once
@@ -203,10 +203,11 @@ fn cross_thread(c: &mut Criterion) {
 /// Reads criterion's median estimates and prints, per benchmark, each
 /// allocator's median and rseqalloc's ratio to the best peer (< 1: faster).
 fn summary() {
-    // Criterion writes under $CARGO_TARGET_DIR when it is set.
+    // Criterion writes under $CARGO_TARGET_DIR when it is set, else under
+    // the workspace's target/ (this package is the workspace root's benches/).
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let root = target.join("criterion");
     let groups = [
         "pair",

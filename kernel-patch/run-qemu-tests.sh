@@ -7,7 +7,7 @@
 #   - rseqalloc's own tests stress_restarts, global_alloc and region_mode
 #     (cargo, static), each in region mode and in mainline mode
 #     (RSEQALLOC_MODE=mainline), the mode asserted with RSEQALLOC_EXPECT_MODE;
-#   - the mode benchmark examples/mode_pair, 3 times per mode, interleaved;
+#   - the mode benchmark benches/examples/mode_pair, 3 times per mode, interleaved;
 #     its MODEBENCH lines are summarised as MODEBENCH-SUMMARY lines.
 # Ends with one line "N passed, N failed"; exits non-zero on any failure,
 # including a timeout, a kernel panic or a missing result.
@@ -243,11 +243,11 @@ for line in sys.stdin:
 	build_rust_bench
 }
 
-# examples/mode_pair, static like the tests; prints "mode_pair path".
+# benches/examples/mode_pair, static like the tests; prints "mode_pair path".
 build_rust_bench() {
 	local json
-	grep -q '^name = "mode_pair"' "$REPO/Cargo.toml" || {
-		echo "SKIP rust:mode_pair no example 'mode_pair' in Cargo.toml" >&2; return 0; }
+	[ -f "$REPO/benches/examples/mode_pair.rs" ] || {
+		echo "SKIP rust:mode_pair no benches/examples/mode_pair.rs" >&2; return 0; }
 	log "cargo build --example mode_pair (static, release)" >&2
 	json=$(cd "$REPO" && CARGO_TARGET_DIR="$WORK/cargo-target" RUSTFLAGS='-C target-feature=+crt-static' \
 		cargo build --release --target x86_64-unknown-linux-gnu --example mode_pair --message-format=json \
@@ -388,7 +388,7 @@ boot() {
 	fi
 }
 
-# The mode comparison from one boot's MODEBENCH lines (examples/mode_pair):
+# The mode comparison from one boot's MODEBENCH lines (benches/examples/mode_pair):
 # per mode, the median over its 3 processes of their median ns per pair, the
 # same for the contended ns per pair, and the restarts summed; then the
 # region/mainline ratios. TCG timing is emulated,

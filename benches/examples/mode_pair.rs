@@ -13,7 +13,7 @@
 //!   per pair per thread, and the restarts the abort handlers counted.
 
 // The tests' helpers (SIGALRM timer), shared rather than copied.
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::alloc::{alloc, dealloc, Layout};
