@@ -18,18 +18,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::os;
 use crate::pagemap::{self, RunAt, GRANULE};
 
 /// The largest medium block (and the largest alignment a medium run honours).
 pub const MAX_MEDIUM: usize = 1 << 20;
 const _: () = assert!(MAX_MEDIUM / GRANULE <= pagemap::CHUNK_GRANULES / 2);
-
-/// Dirty stretches of a zeroed block at least this long are dropped with
-/// `madvise(MADV_DONTNEED)` rather than written: the kernel then zeroes only
-/// the pages the program touches, as glibc's `mmap`ed `calloc` would, and for
-/// 256 KiB the system call and the faults cost about what the memset does.
-const DROP_TO_ZERO: usize = 256 * 1024;
 
 /// What a new block is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +73,12 @@ pub fn alloc(size: usize, align: usize, intent: Intent) -> *mut u8 {
 }
 
 /// Zeroes the first `size` bytes of the run at `block`, in the granules
-/// whose bits are set in `dirty`.
+/// whose bits are set in `dirty`, with stores: a dirty granule's pages are
+/// resident, and a program that asks for zeroed memory writes it next, so
+/// clearing it here costs one pass over cached memory where dropping the
+/// pages (`madvise`) would cost a system call and then a fault and a kernel
+/// clear of every page written (glibc's `calloc` also clears reused memory
+/// with `memset`; clean granules, never written or given back, are skipped).
 ///
 /// # Safety
 /// The caller owns the run, and it covers `size` bytes and every bit of `dirty`.
@@ -94,14 +92,8 @@ unsafe fn zero_dirty(block: *mut u8, size: usize, mut dirty: u32) {
         if from >= to {
             break;
         }
-        // SAFETY: [from, end) lies inside the caller's run, and granule
-        // bounds are OS-page aligned, so the stretch may be released whole.
-        unsafe {
-            let p = block.add(from);
-            if !(to - from >= DROP_TO_ZERO && os::release(p, end - from)) {
-                core::ptr::write_bytes(p, 0, to - from);
-            }
-        }
+        // SAFETY: [from, to) lies inside the caller's run.
+        unsafe { core::ptr::write_bytes(block.add(from), 0, to - from) };
     }
 }
 

@@ -177,7 +177,7 @@ fn a_block_growing_past_the_classes_is_placed_to_double_in_place() {
 #[test]
 fn zeroed_medium_blocks_read_zero_after_dirty_reuse() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Below and above the size where dirty granules are dropped, not written.
+    // Dirty granules are cleared with stores at every size.
     for size in [40_000, 100_000, 300_000, 600_000, MAX_MEDIUM] {
         let l = layout(size, 16);
         unsafe {
