@@ -194,7 +194,7 @@ unsafe fn resize(p: *mut u8, size: usize) -> *mut u8 {
             // bootstrap block, so medium or large; given up on success, left
             // as it was on failure.
             if let Some(q) = unsafe { resize_big(p, size) } {
-                return if q.is_null() { fail(libc::ENOMEM) } else { q };
+                return q;
             }
         }
         None => {}

@@ -156,19 +156,22 @@ pub(crate) unsafe fn free_big(p: *mut u8) -> bool {
 
 /// Resizes a medium or large block without copying it by hand: a medium
 /// run in place while `new_size` stays medium and the next granules are
-/// free, a mapping with `mremap`. None when the block must move instead;
-/// Some(null) when the kernel refused (the block is intact).
+/// free, a mapping with `mremap`. None when the block must move instead,
+/// which includes a mapping the kernel would not resize (out of memory, or
+/// made of cached pieces of two kernel mappings, which one `mremap` cannot
+/// span): the block is then intact, and a move either succeeds or fails
+/// for want of memory.
 ///
 /// # Safety
-/// `p` is a live medium or large block, given up on Some(non-null); no size
-/// class serves `new_size` at the block's alignment.
+/// `p` is a live medium or large block, given up on Some; no size class
+/// serves `new_size` at the block's alignment.
 pub(crate) unsafe fn resize_big(p: *mut u8, new_size: usize) -> Option<*mut u8> {
     if medium::usable_size(p).is_some() {
         // SAFETY: the caller's guarantee.
         return (new_size <= MAX_MEDIUM && unsafe { medium::resize(p, new_size) }).then_some(p);
     }
     // SAFETY: not medium, so the caller's guarantee makes it large.
-    unsafe { large::can_remap(p) }.then(|| unsafe { large::realloc(p, new_size) })
+    unsafe { large::can_remap(p) }.then(|| unsafe { large::realloc(p, new_size) }).filter(|q| !q.is_null())
 }
 
 /// The usable size of a block handed out by [`RseqAlloc`]: its size class,

@@ -84,6 +84,7 @@ fn bring_up() -> bool {
     let index = rseq::choose_index(mode);
     fence::init(mode, config.membarrier);
     background::init(&config);
+    crate::large::init(&config);
     #[cfg(feature = "capi")]
     crate::check::init(&config);
     STATS_AT_EXIT.store(config.stats_at_exit, Ordering::Relaxed);
