@@ -40,7 +40,14 @@ WORKLOADS = [
     ("rptest", "rptest.c"),
     ("alloc-test", "alloc_test.c"),
     ("thread-churn", "thread_churn.c"),
+    ("calloc-held", "big_blocks.c"),
+    ("zeroed-fill", "big_blocks.c"),
+    ("zeroed-2m", "big_blocks.c"),
+    ("big-random", "big_blocks.c"),
+    ("big-loop", "big_blocks.c"),
 ]
+# Workloads that share a program pass it their shape in the environment.
+WORKLOAD_ENV = {w: {"WL_SHAPE": w} for w, src in WORKLOADS if src == "big_blocks.c"}
 DEFAULT_SCALE = 1.0
 QUICK_SCALE = 0.25
 
@@ -297,7 +304,8 @@ def main():
                 order = active[r % len(active):] + active[:r % len(active)] if active else []
                 for name, path, env, _ in order:
                     steady = {"WL_STEADY_MS": str(args.steady_ms)} if args.steady_ms else {}
-                    rec = run_once(exe, t, scale, args.seed, path, {**env, **extra.get(name, {}), **steady},
+                    run_env = {**env, **extra.get(name, {}), **steady, **WORKLOAD_ENV.get(wname, {})}
+                    rec = run_once(exe, t, scale, args.seed, path, run_env,
                                    args.timeout + args.steady_ms / 1000)
                     results.setdefault((wname, t, name), []).append(rec)
                     done += 1
