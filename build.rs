@@ -1,9 +1,12 @@
-//! Builds `asm/percpu_x86_64.S` with `cc` (with `RSEQALLOC_C_API` for the
-//! C library, feature `capi`), and turns `asm/abi.h` into Rust
-//! constants (`$OUT_DIR/abi_h.rs`) so that the Rust twins of every shared
-//! constant are checked against the header at compile time. It also builds
-//! `preload/` (the LD_PRELOAD library, same sources), whose cdylib it links
-//! with `-z nodelete`.
+//! Decides whether the target gets the per-CPU path (x86-64 Linux with
+//! glibc: `cfg(rseqalloc_percpu)`); elsewhere it says once, as a cargo
+//! warning, that `RseqAlloc` forwards to the system allocator, and builds
+//! nothing else. On the per-CPU path it builds `asm/percpu_x86_64.S` with
+//! `cc` (with `RSEQALLOC_C_API` for the C library, feature `capi`), and
+//! turns `asm/abi.h` into Rust constants (`$OUT_DIR/abi_h.rs`) so that the
+//! Rust twins of every shared constant are checked against the header at
+//! compile time. It also builds `preload/` (the LD_PRELOAD library, same
+//! sources), whose cdylib it links with `-z nodelete`.
 
 use std::{env, fs, path::PathBuf};
 
@@ -21,20 +24,33 @@ fn main() {
     println!("cargo:rerun-if-changed={}", abi.display());
     // The kernel may hold a pointer to our critical-section descriptors in a
     // thread's rseq_cs long after a section ran (it clears it lazily), so the
-    // library must never be unmapped: dlclose keeps it (design.md §3.8).
+    // library must never be unmapped: dlclose keeps it.
     // A soname lets valgrind users name the library
     // (`--soname-synonyms=somalloc=librseqalloc.so`) and keeps it out of
-    // `somalloc=NONE`, which matches every object without one.
-    if preload {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqalloc.so");
+    // `somalloc=NONE`, which matches every object without one. Every
+    // build with the C API is for the C library: preload/'s cdylib, or the
+    // published crate's own (`cargo rustc --release --features capi
+    // --crate-type cdylib`); its test binaries take the flags harmlessly.
+    if env::var_os("CARGO_FEATURE_CAPI").is_some() {
+        println!("cargo:rustc-link-arg=-Wl,-z,nodelete");
+        println!("cargo:rustc-link-arg=-Wl,-soname,librseqalloc.so");
     }
 
-    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if target_arch != "x86_64" || target_os != "linux" {
-        panic!("rseqalloc supports x86_64 Linux only (target is {target_arch}-{target_os})");
+    // The sections are x86-64 asm bound by glibc's loader through indirect
+    // functions (IRELATIVE relocations), and the runtime reads glibc's rseq
+    // area: musl applies no IRELATIVE relocation, other systems have no rseq.
+    println!("cargo::rustc-check-cfg=cfg(rseqalloc_percpu)");
+    let cfg = |key: &str| env::var(key).unwrap_or_default();
+    let (arch, os, env) = (cfg("CARGO_CFG_TARGET_ARCH"), cfg("CARGO_CFG_TARGET_OS"), cfg("CARGO_CFG_TARGET_ENV"));
+    if (arch.as_str(), os.as_str(), env.as_str()) != ("x86_64", "linux", "gnu") {
+        println!(
+            "cargo:warning=rseqalloc: no per-CPU path on {} (it needs x86_64 Linux with glibc): \
+             RseqAlloc forwards to the system allocator, and stats().mode is Mode::Forward",
+            env::var("TARGET").unwrap_or_default()
+        );
+        return;
     }
+    println!("cargo:rustc-cfg=rseqalloc_percpu");
 
     let mut build = cc::Build::new();
     build.file(&asm).include(root.join("asm"));

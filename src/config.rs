@@ -3,6 +3,7 @@
 //! the README mirrors and `RSEQALLOC_VERBOSE=1` prints.
 
 use crate::os;
+use crate::stats::Report;
 use core::ffi::CStr;
 
 /// Which per-CPU machinery the process may use.
@@ -28,8 +29,9 @@ pub struct Config {
     pub cpu_cache_bytes: usize,
     /// `RSEQALLOC_VERBOSE`: print the chosen mode and options at init.
     pub verbose: bool,
-    /// `RSEQALLOC_STATS`: print the stats snapshot to stderr at exit.
-    pub stats_at_exit: bool,
+    /// `RSEQALLOC_STATS`: write the stats report to stderr at exit, as text
+    /// or as one JSON object.
+    pub stats_at_exit: Option<Report>,
     /// `RSEQALLOC_BAD_FREE`: what the C API does with a pointer it never
     /// handed out.
     #[cfg_attr(not(feature = "capi"), allow(dead_code))] // read by the C API only
@@ -100,7 +102,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: c"RSEQALLOC_STATS",
         default: "0",
-        doc: "1: print the stats (mode, hits, restarts, bytes) to stderr at exit",
+        doc: "1: print the stats (mode, hits, restarts, bytes) to stderr at exit, headed by pid and program; json: one JSON object per process instead",
     },
     Variable {
         name: c"RSEQALLOC_BAD_FREE",
@@ -155,7 +157,17 @@ impl Config {
             mode,
             cpu_cache_bytes: number(c"RSEQALLOC_CPU_CACHE_BYTES", DEFAULT_CPU_CACHE_BYTES, 4096, 1 << 28),
             verbose: flag(c"RSEQALLOC_VERBOSE", false),
-            stats_at_exit: flag(c"RSEQALLOC_STATS", false),
+            stats_at_exit: match os::getenv(c"RSEQALLOC_STATS") {
+                Some(b"json") => Some(Report::Json),
+                Some(b"text") => Some(Report::Text),
+                Some(b"0" | b"1" | b"on" | b"off" | b"yes" | b"no" | b"true" | b"false") | None => {
+                    flag(c"RSEQALLOC_STATS", false).then_some(Report::Text)
+                }
+                Some(_) => {
+                    warn(c"RSEQALLOC_STATS", b"0, 1, text or json");
+                    None
+                }
+            },
             bad_free,
             checked: flag(c"RSEQALLOC_CHECK", false),
             decay_ms: number(c"RSEQALLOC_DECAY_MS", DEFAULT_DECAY_MS, 0, 3_600_000),

@@ -10,20 +10,7 @@ use crate::medium::{self, Intent, MAX_MEDIUM};
 use crate::percpu;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
-
-/// The rseqalloc global allocator.
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
-///
-/// fn main() {
-///     let v: Vec<u64> = (0..1000).collect();
-///     assert_eq!(v.iter().sum::<u64>(), 499_500);
-/// }
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RseqAlloc;
+use crate::RseqAlloc;
 
 /// Alignment every size class guarantees.
 const MIN_ALIGN: usize = 16;

@@ -11,7 +11,7 @@
 //! fork handlers that hold every allocator lock across `fork` (design.md
 //! §3.5), and with `RSEQALLOC_STATS=1` an exit handler printing the stats.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Config, VARIABLES};
 use crate::rseq::cs;
@@ -25,7 +25,8 @@ const FAILED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// The thread pointer of the thread running `bring_up` (0 otherwise).
 static INIT_THREAD: AtomicUsize = AtomicUsize::new(0);
-static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+/// `RSEQALLOC_STATS`: 0 no report at exit, 1 text, 2 JSON.
+static STATS_AT_EXIT: AtomicU8 = AtomicU8::new(0);
 
 /// Whether the allocator is up; brings it up on the first call. False only
 /// if the kernel refused the memory for the arena or the regions.
@@ -87,7 +88,12 @@ fn bring_up() -> bool {
     crate::large::init(&config);
     #[cfg(feature = "capi")]
     crate::check::init(&config);
-    STATS_AT_EXIT.store(config.stats_at_exit, Ordering::Relaxed);
+    let at_exit = match config.stats_at_exit {
+        None => 0,
+        Some(stats::Report::Text) => 1,
+        Some(stats::Report::Json) => 2,
+    };
+    STATS_AT_EXIT.store(at_exit, Ordering::Relaxed);
     rseq::publish(mode, index, area_off, slabs, ncpu as u32);
     if config.verbose {
         report(mode, index, ncpu);
@@ -125,7 +131,7 @@ extern "C" fn at_load() {
     // the process (the library is never unloaded: -z nodelete).
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child));
-        if STATS_AT_EXIT.load(Ordering::Relaxed) {
+        if STATS_AT_EXIT.load(Ordering::Relaxed) != 0 {
             libc::atexit(print_stats);
         }
     }
@@ -166,5 +172,6 @@ extern "C" fn fork_child() {
 }
 
 extern "C" fn print_stats() {
-    stats::print(&stats::snapshot());
+    let format = if STATS_AT_EXIT.load(Ordering::Relaxed) == 2 { stats::Report::Json } else { stats::Report::Text };
+    stats::report(format);
 }

@@ -72,39 +72,100 @@
 //! `RSEQALLOC_MODE=fallback` (valgrind, rr, gdb single-stepping). See the
 //! README for every `RSEQALLOC_*` variable.
 
+//!
+//! ## Targets
+//! The per-CPU path needs x86-64 Linux with glibc (build.rs sets
+//! `cfg(rseqalloc_percpu)` there). On every other target the crate still
+//! builds: [`RseqAlloc`] forwards every call to the system allocator,
+//! [`stats()`] reports [`Mode::Forward`], and the build prints one warning
+//! saying so. musl is such a target: it does not apply the IRELATIVE
+//! relocations through which the loader binds the sections.
+//!
+//! The allocator itself needs only `core` and libc (`no_std`); the C
+//! library (`capi`) and the test hooks link `std`, as does forwarding (for
+//! `std::alloc::System`).
+
+#![cfg_attr(not(any(test, feature = "capi", feature = "test-hooks")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+#[cfg(not(rseqalloc_percpu))]
+extern crate std;
+
+#[cfg(all(not(rseqalloc_percpu), feature = "capi"))]
+compile_error!("rseqalloc: the C API (feature `capi`) needs the per-CPU path: x86-64 Linux with glibc");
+#[cfg(all(not(rseqalloc_percpu), feature = "test-hooks"))]
+compile_error!("rseqalloc: the test hooks need the per-CPU path: x86-64 Linux with glibc");
+
+#[cfg(rseqalloc_percpu)]
 mod background;
 #[cfg(feature = "capi")]
 mod capi;
+#[cfg(rseqalloc_percpu)]
 mod central;
 #[cfg(feature = "capi")]
 mod check;
+#[cfg(rseqalloc_percpu)]
 mod config;
+#[cfg(rseqalloc_percpu)]
 mod fallback;
+#[cfg(rseqalloc_percpu)]
 mod fence;
+#[cfg(not(rseqalloc_percpu))]
+mod forward;
+#[cfg(rseqalloc_percpu)]
 mod global;
+#[cfg(rseqalloc_percpu)]
 mod init;
+#[cfg(rseqalloc_percpu)]
 mod large;
+#[cfg(rseqalloc_percpu)]
 mod medium;
+mod mode;
+#[cfg(rseqalloc_percpu)]
 mod os;
+#[cfg(rseqalloc_percpu)]
 mod pagemap;
+#[cfg(rseqalloc_percpu)]
 mod percpu;
+#[cfg(rseqalloc_percpu)]
 mod registry;
+#[cfg(rseqalloc_percpu)]
 mod rseq;
+// Forwarding uses only the class sizes (the stats' per-class list).
+#[cfg_attr(not(rseqalloc_percpu), allow(dead_code))]
 mod size_class;
 mod stats;
+#[cfg(rseqalloc_percpu)]
 mod sync;
+#[cfg(rseqalloc_percpu)]
 mod transfer;
 
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
-pub use global::{usable_size, RseqAlloc};
-pub use rseq::{CacheIndex, Mode};
+#[cfg(not(rseqalloc_percpu))]
+pub use forward::usable_size;
+#[cfg(rseqalloc_percpu)]
+pub use global::usable_size;
+pub use mode::{CacheIndex, Mode};
 pub use size_class::MAX_SMALL;
-pub use stats::{CpuStats, Stats};
+pub use stats::{ClassStats, CpuStats, Stats};
+
+/// The rseqalloc global allocator. On a target without the per-CPU path
+/// it forwards every call to the system allocator ([`Mode::Forward`]).
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
+///
+/// fn main() {
+///     let v: Vec<u64> = (0..1000).collect();
+///     assert_eq!(v.iter().sum::<u64>(), 499_500);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RseqAlloc;
 
 /// A snapshot of the allocator's counters: the active [`Mode`], what caches
 /// are indexed by, per-CPU hits and misses, middle-end traffic, bytes mapped
@@ -116,7 +177,10 @@ pub use stats::{CpuStats, Stats};
 /// println!("mode {:?}, {} restarts", stats.mode, stats.restarts());
 /// ```
 pub fn stats() -> Stats {
-    stats::snapshot()
+    #[cfg(rseqalloc_percpu)]
+    return stats::snapshot();
+    #[cfg(not(rseqalloc_percpu))]
+    return Stats::empty(Mode::Forward);
 }
 
 /// Returns all free memory to the OS at once and says how many bytes of
@@ -126,7 +190,9 @@ pub fn stats() -> Stats {
 /// left empty go to the page heap, every free granule's pages go back with
 /// `madvise(MADV_DONTNEED)`, and the cache of freed large mappings is
 /// unmapped. Without this call the same happens on its own within a few
-/// seconds of the memory going idle (`RSEQALLOC_DECAY_MS`).
+/// seconds of the memory going idle (`RSEQALLOC_DECAY_MS`). Where
+/// `RseqAlloc` forwards to the system allocator, it does nothing and
+/// returns 0.
 ///
 /// ```
 /// let blocks: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 4000]).collect();
@@ -135,7 +201,12 @@ pub fn stats() -> Stats {
 /// println!("{released} bytes back to the OS");
 /// ```
 pub fn release() -> usize {
-    percpu::drain_all();
-    transfer::drain();
-    pagemap::release_free() + large::release_cached(0)
+    #[cfg(rseqalloc_percpu)]
+    {
+        percpu::drain_all();
+        transfer::drain();
+        pagemap::release_free() + large::release_cached(0)
+    }
+    #[cfg(not(rseqalloc_percpu))]
+    0
 }

@@ -183,6 +183,47 @@ pub fn write_stderr(bytes: &[u8]) {
     set_errno(saved);
 }
 
+/// This process's id.
+pub fn pid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The program's name as glibc keeps it (argv[0] after its last slash);
+/// "?" if it is not UTF-8.
+pub fn program_name() -> &'static str {
+    extern "C" {
+        static program_invocation_short_name: *const libc::c_char;
+    }
+    // SAFETY: glibc sets the pointer before any constructor runs and points
+    // it into argv[0], which lives as long as the process.
+    let name = unsafe { core::ffi::CStr::from_ptr(program_invocation_short_name) };
+    name.to_str().unwrap_or("?")
+}
+
+/// The process's resident set now, in bytes (`/proc/self/statm`'s second
+/// field, in pages); 0 if /proc is not mounted.
+pub fn resident_bytes() -> u64 {
+    let mut buf = [0u8; 128];
+    let Some(n) = read_file(c"/proc/self/statm", &mut buf) else { return 0 };
+    let mut fields = buf[..n].split(|&b| b == b' ');
+    let pages = fields.nth(1).and_then(crate::config::parse_decimal).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    pages as u64 * page
+}
+
+/// The process's peak resident set, in bytes (`getrusage`'s `ru_maxrss`).
+pub fn peak_resident_bytes() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `usage` is writable.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64 * 1024
+}
+
 /// Yields the CPU to another thread (spin-lock back-off).
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.

@@ -1,17 +1,43 @@
-//! Statistics: a snapshot of the counters every layer keeps, and a printer
-//! that writes through a fixed stack buffer so it never allocates.
+//! Statistics: a snapshot of the counters every layer keeps, and the
+//! reports (text or one JSON object, each headed by pid and program) that
+//! write through a fixed stack buffer so they never allocate.
 //!
 //! Hot-path counters cost nothing extra on the fast path beyond one
 //! non-atomic increment of a per-CPU word inside each section; restarts are
-//! counted on the abort path only; everything else on slow paths.
+//! counted on the abort path only; everything else on slow paths. On a
+//! target without the per-CPU path the snapshot is [`Stats::forwarding`]:
+//! the mode says so and every counter is zero.
 
 use core::fmt;
+#[cfg(rseqalloc_percpu)]
+use core::fmt::Write;
+
+use crate::mode::{CacheIndex, Mode};
+use crate::size_class::{SizeClass, NUM_CLASSES};
+#[cfg(rseqalloc_percpu)]
+use crate::{
+    background, central, fence, large, medium, os, pagemap,
+    percpu::{self, Region},
+    rseq::{self, cs},
+    transfer,
+};
+#[cfg(rseqalloc_percpu)]
 use core::sync::atomic::Ordering;
 
-use crate::percpu::{self, Region};
-use crate::rseq::{self, cs, CacheIndex, Mode};
-use crate::size_class::SizeClass;
-use crate::{background, central, fence, large, medium, pagemap, transfer};
+/// Critical sections with a restart counter, in the asm's order.
+pub const SECTIONS: [&str; 4] = ["pop", "push", "pop batch", "push batch"];
+
+#[cfg(rseqalloc_percpu)]
+const _: () = assert!(
+    SECTIONS.len() == cs::NUM_SITES
+        && cs::SITE_POP == 0
+        && cs::SITE_PUSH == 1
+        && cs::SITE_POP_BATCH == 2
+        && cs::SITE_PUSH_BATCH == 3
+);
+
+/// Size classes a snapshot reports, smallest first (class 0 is unused).
+const CLASSES: usize = NUM_CLASSES - 1;
 
 /// Per-CPU detail kept in a snapshot; totals always cover every cache.
 pub const SNAPSHOT_CPUS: usize = 256;
@@ -27,6 +53,7 @@ pub const SNAPSHOT_CPUS: usize = 256;
 /// }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CpuStats {
     /// The cache's index.
     pub index: usize,
@@ -44,9 +71,54 @@ pub struct CpuStats {
     pub capacity_bytes: u64,
 }
 
+impl CpuStats {
+    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    fn fields(&self) -> [(&'static str, u64); 7] {
+        [
+            ("index", self.index as u64),
+            ("alloc_hits", self.alloc_hits),
+            ("alloc_misses", self.alloc_misses),
+            ("free_hits", self.free_hits),
+            ("free_misses", self.free_misses),
+            ("cached_bytes", self.cached_bytes),
+            ("capacity_bytes", self.capacity_bytes),
+        ]
+    }
+}
+
+/// One size class: how many of its free objects wait in caches.
+///
+/// ```
+/// let v = vec![0u8; 100];
+/// for class in rseqalloc::stats().per_class() {
+///     if class.cpu_cached > 0 {
+///         println!("{} B: {} objects in CPU caches", class.size, class.cpu_cached);
+///     }
+/// }
+/// # drop(v);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// The class's object size in bytes.
+    pub size: u64,
+    /// Free objects in all CPU caches: the summed depth of the class's stacks.
+    pub cpu_cached: u64,
+    /// Free objects in the class's transfer cache.
+    pub transfer_cached: u64,
+}
+
+impl ClassStats {
+    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    fn fields(&self) -> [(&'static str, u64); 3] {
+        [("size", self.size), ("cpu_cached", self.cpu_cached), ("transfer_cached", self.transfer_cached)]
+    }
+}
+
 /// A snapshot of the allocator's state, from [`stats()`](crate::stats()).
 /// Counters are read one by one while other threads run, so they are each
-/// exact but not mutually atomic. `Display` prints a short report.
+/// exact but not mutually atomic. `Display` prints a short report; with the
+/// `serde` feature it is `Serialize` (the fields of the JSON report).
 ///
 /// ```
 /// use std::alloc::{GlobalAlloc, Layout};
@@ -58,6 +130,7 @@ pub struct CpuStats {
 /// unsafe { rseqalloc::RseqAlloc.dealloc(p, layout) };
 /// ```
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Stats {
     /// How critical sections reach an rseq area, or the fallback.
     pub mode: Mode,
@@ -70,7 +143,7 @@ pub struct Stats {
     /// Sums over all caches.
     pub totals: CpuStats,
     /// Critical-section restarts, per section: pop, push, pop batch, push batch.
-    pub restarts_by_section: [u64; cs::NUM_SITES],
+    pub restarts_by_section: [u64; SECTIONS.len()],
     /// Batches taken from the middle end (transfer cache, then central slab).
     pub batches_out: u64,
     /// Batches given back to the middle end.
@@ -81,8 +154,18 @@ pub struct Stats {
     pub spans_carved: u64,
     /// See `spans_carved`.
     pub spans_released: u64,
-    /// Bytes of the arena made usable, plus large mappings.
+    /// Bytes the allocator holds from the OS now: arena pages made usable
+    /// and not given back (`bytes_released` is already subtracted, so this
+    /// falls after `release()`), plus large mappings.
     pub bytes_mapped: u64,
+    /// Bytes of the arena made usable so far, given back or not: its
+    /// high-water mark, which grows only when the page heap had no room.
+    pub arena_bytes: u64,
+    /// The process's resident memory now (`/proc/self/statm`), everything
+    /// it maps and not only the allocator's: what `ps` shows as RSS.
+    pub resident_bytes: u64,
+    /// The process's peak resident memory (`getrusage`'s `ru_maxrss`).
+    pub peak_resident_bytes: u64,
     /// Bytes in blocks the program holds (class-rounded for small blocks).
     pub bytes_in_use: u64,
     /// Large blocks live now.
@@ -109,6 +192,7 @@ pub struct Stats {
     pub bad_frees: u64,
     per_cpu: [CpuStats; SNAPSHOT_CPUS],
     per_cpu_len: usize,
+    per_class: [ClassStats; CLASSES],
 }
 
 impl Stats {
@@ -122,42 +206,142 @@ impl Stats {
         &self.per_cpu[..self.per_cpu_len]
     }
 
+    /// Per size class, smallest first: free objects in the CPU caches and
+    /// the transfer cache.
+    pub fn per_class(&self) -> &[ClassStats] {
+        &self.per_class
+    }
+
     /// Fraction of allocations served by the per-CPU caches.
     pub fn alloc_hit_rate(&self) -> f64 {
         let t = &self.totals;
         t.alloc_hits as f64 / (t.alloc_hits + t.alloc_misses).max(1) as f64
     }
+
+    /// A snapshot with every counter zero, in `mode`: what a target without
+    /// the per-CPU path reports (`Mode::Forward`), and where `snapshot`
+    /// starts.
+    pub(crate) fn empty(mode: Mode) -> Stats {
+        let mut per_class = [ClassStats::default(); CLASSES];
+        for (slot, class) in per_class.iter_mut().zip(SizeClass::all()) {
+            slot.size = class.size() as u64;
+        }
+        Stats {
+            mode,
+            cache_index: CacheIndex::CpuId,
+            caches: 0,
+            caches_in_use: 0,
+            totals: CpuStats::default(),
+            restarts_by_section: [0; SECTIONS.len()],
+            batches_out: 0,
+            batches_in: 0,
+            transfer_bytes: 0,
+            spans_carved: 0,
+            spans_released: 0,
+            bytes_mapped: 0,
+            arena_bytes: 0,
+            resident_bytes: 0,
+            peak_resident_bytes: 0,
+            bytes_in_use: 0,
+            large_blocks: 0,
+            medium_bytes: 0,
+            large_cached_bytes: 0,
+            bytes_released: 0,
+            free_span_bytes: 0,
+            drains: 0,
+            fences: 0,
+            purges: 0,
+            background_thread: false,
+            bad_frees: 0,
+            per_cpu: [CpuStats::default(); SNAPSHOT_CPUS],
+            per_cpu_len: 0,
+            per_class,
+        }
+    }
+
+    /// Every field as the JSON report and `serde` name it, in one list so
+    /// the two cannot disagree.
+    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    fn fields(&self) -> [(&'static str, Field<'_>); 33] {
+        use Field::*;
+        let t = &self.totals;
+        [
+            ("mode", Name(mode_name(self.mode))),
+            ("cache_index", Name(if self.cache_index == CacheIndex::MmCid { "MmCid" } else { "CpuId" })),
+            ("caches", Num(self.caches as u64)),
+            ("caches_in_use", Num(self.caches_in_use as u64)),
+            ("alloc_hits", Num(t.alloc_hits)),
+            ("alloc_misses", Num(t.alloc_misses)),
+            ("free_hits", Num(t.free_hits)),
+            ("free_misses", Num(t.free_misses)),
+            ("cpu_cached_bytes", Num(t.cached_bytes)),
+            ("cpu_capacity_bytes", Num(t.capacity_bytes)),
+            ("restarts_by_section", Nums(&self.restarts_by_section)),
+            ("batches_out", Num(self.batches_out)),
+            ("batches_in", Num(self.batches_in)),
+            ("transfer_bytes", Num(self.transfer_bytes)),
+            ("spans_carved", Num(self.spans_carved)),
+            ("spans_released", Num(self.spans_released)),
+            ("bytes_mapped", Num(self.bytes_mapped)),
+            ("arena_bytes", Num(self.arena_bytes)),
+            ("resident_bytes", Num(self.resident_bytes)),
+            ("peak_resident_bytes", Num(self.peak_resident_bytes)),
+            ("bytes_in_use", Num(self.bytes_in_use)),
+            ("large_blocks", Num(self.large_blocks)),
+            ("medium_bytes", Num(self.medium_bytes)),
+            ("large_cached_bytes", Num(self.large_cached_bytes)),
+            ("bytes_released", Num(self.bytes_released)),
+            ("free_span_bytes", Num(self.free_span_bytes)),
+            ("drains", Num(self.drains)),
+            ("fences", Num(self.fences)),
+            ("purges", Num(self.purges)),
+            ("background_thread", Flag(self.background_thread)),
+            ("bad_frees", Num(self.bad_frees)),
+            ("per_cpu", Cpus(self.per_cpu())),
+            ("per_class", Classes(self.per_class())),
+        ]
+    }
+}
+
+/// One value of the JSON report (and of `serde`'s view of [`Stats`]).
+#[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+enum Field<'a> {
+    Num(u64),
+    Flag(bool),
+    Name(&'a str),
+    Nums(&'a [u64]),
+    Cpus(&'a [CpuStats]),
+    Classes(&'a [ClassStats]),
+}
+
+#[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Uninit => "Uninit",
+        Mode::RseqGlibc => "RseqGlibc",
+        Mode::RseqOwn => "RseqOwn",
+        Mode::Fallback => "Fallback",
+        Mode::Region => "Region",
+        Mode::Forward => "Forward",
+    }
 }
 
 /// Takes a snapshot. Allocates nothing and takes no lock.
+#[cfg(rseqalloc_percpu)]
 pub fn snapshot() -> Stats {
-    let mut s = Stats {
-        mode: rseq::mode(),
-        cache_index: rseq::cache_index(),
-        caches: percpu::ncpu(),
-        caches_in_use: 0,
-        totals: CpuStats::default(),
-        restarts_by_section: [0; cs::NUM_SITES],
-        batches_out: 0,
-        batches_in: 0,
-        transfer_bytes: 0,
-        spans_carved: 0,
-        spans_released: 0,
-        bytes_mapped: 0,
-        bytes_in_use: 0,
-        large_blocks: 0,
-        medium_bytes: medium::in_use_bytes(),
-        large_cached_bytes: large::cached_bytes(),
-        bytes_released: pagemap::released_bytes(),
-        free_span_bytes: pagemap::free_backed_bytes(),
-        drains: percpu::drain_count(),
-        fences: fence::count(),
-        purges: pagemap::purge_count(),
-        background_thread: background::running(),
-        bad_frees: bad_frees(),
-        per_cpu: [CpuStats::default(); SNAPSHOT_CPUS],
-        per_cpu_len: 0,
-    };
+    let mut s = Stats::empty(rseq::mode());
+    s.cache_index = rseq::cache_index();
+    s.caches = percpu::ncpu();
+    s.medium_bytes = medium::in_use_bytes();
+    s.large_cached_bytes = large::cached_bytes();
+    s.bytes_released = pagemap::released_bytes();
+    s.free_span_bytes = pagemap::free_backed_bytes();
+    s.drains = percpu::drain_count();
+    s.fences = fence::count();
+    s.purges = pagemap::purge_count();
+    s.background_thread = background::running();
+    s.bad_frees = bad_frees();
+    (s.resident_bytes, s.peak_resident_bytes) = (os::resident_bytes(), os::peak_resident_bytes());
     for (i, counter) in s.restarts_by_section.iter_mut().enumerate() {
         // SAFETY: the restart counters are a static array in the asm object.
         *counter = unsafe { cs::rseqalloc_restarts[i].load(Ordering::Relaxed) };
@@ -167,7 +351,15 @@ pub fn snapshot() -> Stats {
         if !region.meta().initialized.load(Ordering::Acquire) {
             continue;
         }
-        let cpu = cpu_stats(idx, region);
+        // One read of each stack's depth feeds both the per-class and the
+        // per-CPU view, so the two always sum to the same bytes.
+        let mut cached_bytes = 0;
+        for (slot, class) in s.per_class.iter_mut().zip(SizeClass::all()) {
+            let depth = region.depth(class) as u64;
+            slot.cpu_cached += depth;
+            cached_bytes += depth * class.size() as u64;
+        }
+        let cpu = cpu_stats(idx, region, cached_bytes);
         s.caches_in_use += 1;
         let t = &mut s.totals;
         t.alloc_hits += cpu.alloc_hits;
@@ -184,40 +376,170 @@ pub fn snapshot() -> Stats {
     (s.batches_out, s.batches_in) = transfer::batch_counts();
     (s.spans_carved, s.spans_released) = central::span_counts();
     let mut handed_out = 0u64;
-    for class in SizeClass::all() {
+    for (slot, class) in s.per_class.iter_mut().zip(SizeClass::all()) {
         let size = class.size() as u64;
-        s.transfer_bytes += transfer::held(class) * size;
+        slot.transfer_cached = transfer::held(class);
+        s.transfer_bytes += slot.transfer_cached * size;
         handed_out += central::outstanding(class) * size;
     }
     let (large_mapped, large_in_use, large_blocks) = large::totals();
-    s.bytes_mapped = pagemap::mapped_bytes() + large_mapped;
+    s.arena_bytes = pagemap::mapped_bytes();
+    s.bytes_mapped = s.arena_bytes.saturating_sub(s.bytes_released) + large_mapped;
     s.bytes_in_use =
         handed_out.saturating_sub(s.transfer_bytes + s.totals.cached_bytes) + large_in_use + s.medium_bytes;
     s.large_blocks = large_blocks;
     s
 }
 
-#[cfg(feature = "capi")]
+#[cfg(all(rseqalloc_percpu, feature = "capi"))]
 fn bad_frees() -> u64 {
     crate::check::bad_frees()
 }
 
-#[cfg(not(feature = "capi"))]
+#[cfg(all(rseqalloc_percpu, not(feature = "capi")))]
 fn bad_frees() -> u64 {
     0 // only the C API judges pointers
 }
 
-/// Prints a snapshot to stderr without allocating (`RSEQALLOC_STATS=1` at
-/// exit, `malloc_stats`).
-pub fn print(stats: &Stats) {
+/// How a report is written.
+#[cfg(rseqalloc_percpu)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Report {
+    /// The `Display` text under a header line naming pid and program.
+    Text,
+    /// One line holding one JSON object, whose first members are `pid` and
+    /// `program`.
+    Json,
+}
+
+/// Writes a snapshot to stderr without allocating, headed by this
+/// process's pid and program name, so that reports from the processes of a
+/// forking program can be told apart (`RSEQALLOC_STATS` at exit,
+/// `malloc_stats`).
+#[cfg(rseqalloc_percpu)]
+pub fn report(format: Report) {
+    let stats = snapshot();
+    let pid = os::pid();
+    let program = os::program_name();
     let mut line = Line::new();
-    let _ = fmt::write(&mut line, format_args!("rseqalloc stats:\n{stats}\n"));
+    let _ = match format {
+        Report::Text => writeln!(line, "rseqalloc stats, pid {pid} ({}):\n{stats}", program.escape_debug()),
+        Report::Json => write!(line, "{{\"pid\":{pid},\"program\":")
+            .and_then(|_| write_json_str(&mut line, program))
+            .and_then(|_| {
+                for (name, value) in stats.fields() {
+                    write!(line, ",\"{name}\":")?;
+                    write_json(&mut line, &value)?;
+                }
+                writeln!(line, "}}")
+            }),
+    };
     line.flush();
 }
 
-fn cpu_stats(index: usize, region: Region) -> CpuStats {
+#[cfg(rseqalloc_percpu)]
+fn write_json(out: &mut impl Write, value: &Field<'_>) -> fmt::Result {
+    match *value {
+        Field::Num(n) => write!(out, "{n}"),
+        Field::Flag(b) => write!(out, "{b}"),
+        Field::Name(text) => write_json_str(out, text),
+        Field::Nums(list) => write_json_list(out, list, |out, n| write!(out, "{n}")),
+        Field::Cpus(cpus) => write_json_list(out, cpus, |out, c| write_json_object(out, &c.fields())),
+        Field::Classes(classes) => write_json_list(out, classes, |out, c| write_json_object(out, &c.fields())),
+    }
+}
+
+#[cfg(rseqalloc_percpu)]
+fn write_json_list<W: Write, T>(
+    out: &mut W,
+    items: &[T],
+    mut item: impl FnMut(&mut W, &T) -> fmt::Result,
+) -> fmt::Result {
+    out.write_char('[')?;
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        item(out, x)?;
+    }
+    out.write_char(']')
+}
+
+#[cfg(rseqalloc_percpu)]
+fn write_json_object(out: &mut impl Write, fields: &[(&str, u64)]) -> fmt::Result {
+    out.write_char('{')?;
+    for (i, (name, n)) in fields.iter().enumerate() {
+        write!(out, "{}\"{name}\":{n}", if i > 0 { "," } else { "" })?;
+    }
+    out.write_char('}')
+}
+
+#[cfg(rseqalloc_percpu)]
+/// A JSON string: quotes, backslashes and control characters escaped.
+fn write_json_str(out: &mut impl Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    for c in text.chars() {
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
+            c => out.write_char(c)?,
+        }
+    }
+    out.write_char('"')
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    //! `Serialize` for the snapshot types, from the same field lists as the
+    //! JSON report.
+    use super::{ClassStats, CpuStats, Field, Stats};
+    use serde::ser::{Serialize, SerializeMap, Serializer};
+
+    impl Serialize for Stats {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let fields = self.fields();
+            let mut map = serializer.serialize_map(Some(fields.len()))?;
+            for (name, value) in &fields {
+                map.serialize_entry(name, value)?;
+            }
+            map.end()
+        }
+    }
+
+    impl Serialize for Field<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match *self {
+                Field::Num(n) => serializer.serialize_u64(n),
+                Field::Flag(b) => serializer.serialize_bool(b),
+                Field::Name(text) => serializer.serialize_str(text),
+                Field::Nums(list) => serializer.collect_seq(list),
+                Field::Cpus(cpus) => serializer.collect_seq(cpus),
+                Field::Classes(classes) => serializer.collect_seq(classes),
+            }
+        }
+    }
+
+    fn numbers<S: Serializer>(serializer: S, fields: &[(&str, u64)]) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(fields.iter().copied())
+    }
+
+    impl Serialize for CpuStats {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            numbers(serializer, &self.fields())
+        }
+    }
+
+    impl Serialize for ClassStats {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            numbers(serializer, &self.fields())
+        }
+    }
+}
+
+#[cfg(rseqalloc_percpu)]
+fn cpu_stats(index: usize, region: Region, cached_bytes: u64) -> CpuStats {
     let meta = region.meta();
-    let cached_bytes = SizeClass::all().map(|c| (region.depth(c) * c.size()) as u64).sum();
     CpuStats {
         index,
         alloc_hits: meta.alloc_hits.load(Ordering::Relaxed),
@@ -232,6 +554,12 @@ fn cpu_stats(index: usize, region: Region) -> CpuStats {
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.totals;
+        if self.mode == Mode::Forward {
+            return write!(
+                f,
+                "mode:            Forward: this target has no per-CPU path; the system allocator serves every call"
+            );
+        }
         writeln!(f, "mode:            {:?}, caches indexed by {:?}", self.mode, self.cache_index)?;
         writeln!(f, "caches:          {} in use of {}", self.caches_in_use, self.caches)?;
         writeln!(
@@ -242,22 +570,22 @@ impl fmt::Display for Stats {
             100.0 * self.alloc_hit_rate()
         )?;
         writeln!(f, "free hits:       {} ({} misses)", t.free_hits, t.free_misses)?;
-        let r = &self.restarts_by_section;
-        writeln!(
-            f,
-            "restarts:        {} (pop {}, push {}, pop batch {}, push batch {})",
-            self.restarts(),
-            r[cs::SITE_POP],
-            r[cs::SITE_PUSH],
-            r[cs::SITE_POP_BATCH],
-            r[cs::SITE_PUSH_BATCH]
-        )?;
+        write!(f, "restarts:        {} (", self.restarts())?;
+        for (i, (name, n)) in SECTIONS.iter().zip(self.restarts_by_section).enumerate() {
+            write!(f, "{}{name} {n}", if i > 0 { ", " } else { "" })?;
+        }
+        writeln!(f, ")")?;
         writeln!(f, "middle end:      {} batches out, {} in", self.batches_out, self.batches_in)?;
         writeln!(f, "spans:           {} carved, {} released", self.spans_carved, self.spans_released)?;
         writeln!(
             f,
             "bytes:           {} mapped, {} in use, {} in CPU caches, {} in transfer caches",
             self.bytes_mapped, self.bytes_in_use, t.cached_bytes, self.transfer_bytes
+        )?;
+        writeln!(
+            f,
+            "process:         {} bytes resident, {} at peak; arena high-water mark {} bytes",
+            self.resident_bytes, self.peak_resident_bytes, self.arena_bytes
         )?;
         writeln!(
             f,
@@ -277,10 +605,16 @@ impl fmt::Display for Stats {
             self.large_blocks, self.large_cached_bytes
         )?;
         writeln!(f, "medium blocks:   {} bytes", self.medium_bytes)?;
+        write!(f, "cached objects: ")?;
+        for c in self.per_class().iter().filter(|c| c.cpu_cached + c.transfer_cached > 0) {
+            write!(f, " {}B:{}+{}", c.size, c.cpu_cached, c.transfer_cached)?;
+        }
+        writeln!(f, " (size: in CPU caches + in transfer caches)")?;
         write!(f, "bad frees:       {} left alone", self.bad_frees)
     }
 }
 
+#[cfg(rseqalloc_percpu)]
 /// A line buffer on the stack that writes to stderr: formatting without
 /// allocating. Output longer than the buffer is flushed in pieces.
 pub struct Line {
@@ -288,6 +622,7 @@ pub struct Line {
     len: usize,
 }
 
+#[cfg(rseqalloc_percpu)]
 impl Line {
     /// An empty buffer.
     pub fn new() -> Line {
@@ -301,12 +636,14 @@ impl Line {
     }
 }
 
+#[cfg(rseqalloc_percpu)]
 impl Default for Line {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(rseqalloc_percpu)]
 impl fmt::Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for chunk in s.as_bytes().chunks(self.buf.len()) {

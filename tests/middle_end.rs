@@ -63,7 +63,7 @@ fn producer_consumer() {
     assert_eq!(consumer.join().unwrap(), OBJECTS);
     let after = rseqalloc::stats();
     let batches = (after.batches_out - before.batches_out) + (after.batches_in - before.batches_in);
-    let mapped = after.bytes_mapped.saturating_sub(before.bytes_mapped);
+    let mapped = after.arena_bytes.saturating_sub(before.arena_bytes);
     println!(
         "producer_consumer: {OBJECTS} objects moved in {batches} middle-end batches, {} KiB more mapped",
         mapped / 1024
@@ -80,9 +80,9 @@ fn emptied_spans_serve_other_classes() {
     // SAFETY (all blocks below): non-zero sizes, each freed once with its layout.
     let ptrs: Vec<usize> = (0..(32 * MIB / 64)).map(|_| unsafe { RseqAlloc.alloc(small) } as usize).collect();
     ptrs.iter().for_each(|&p| unsafe { RseqAlloc.dealloc(p as *mut u8, small) });
-    let mapped_before = rseqalloc::stats().bytes_mapped;
+    let mapped_before = rseqalloc::stats().arena_bytes;
     let ptrs2: Vec<usize> = (0..(32 * MIB / 2048)).map(|_| unsafe { RseqAlloc.alloc(bigger) } as usize).collect();
-    let grown = rseqalloc::stats().bytes_mapped.saturating_sub(mapped_before);
+    let grown = rseqalloc::stats().arena_bytes.saturating_sub(mapped_before);
     ptrs2.iter().for_each(|&p| unsafe { RseqAlloc.dealloc(p as *mut u8, bigger) });
     println!("emptied_spans_serve_other_classes: 32 MiB of 2 KiB blocks mapped {} KiB more", grown / 1024);
     assert!(grown <= 4 * MIB, "{grown} bytes newly mapped: emptied spans were not reused");

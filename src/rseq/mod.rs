@@ -31,50 +31,7 @@ use crate::os;
 use abi::{OwnTls, Rseq, RSEQ_SIG};
 use cs::rseqalloc_ctl as CTL;
 
-/// How the process runs its per-CPU caches, chosen at its first allocation.
-///
-/// ```
-/// use rseqalloc::Mode;
-/// let v = Box::new(1u8); // any allocation through RseqAlloc brings it up
-/// match rseqalloc::stats().mode {
-///     Mode::RseqGlibc | Mode::RseqOwn => println!("restartable sequences"),
-///     Mode::Region => println!("the patched kernel's restart regions"),
-///     Mode::Fallback => println!("no rseq here: sched_getcpu and try-locks"),
-///     Mode::Uninit => println!("RseqAlloc has not allocated yet"),
-/// }
-/// # drop(v);
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    /// Not initialised yet: nothing has been allocated through `RseqAlloc`.
-    Uninit,
-    /// Critical sections through the area glibc registered for every thread.
-    RseqGlibc,
-    /// Critical sections through our own area, registered per thread.
-    RseqOwn,
-    /// No critical sections: `sched_getcpu` plus a per-CPU try-lock.
-    Fallback,
-    /// Descriptor-free critical sections registered once as the kernel's
-    /// restart regions (kernel-patch/, `PR_RSEQ_REGIONS`); the cache index
-    /// still comes from glibc's rseq area or our own.
-    Region,
-}
-
-/// What a CPU cache index means.
-///
-/// ```
-/// if rseqalloc::stats().cache_index == rseqalloc::CacheIndex::MmCid {
-///     println!("caches follow this process's concurrency, not the host's CPU count");
-/// }
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CacheIndex {
-    /// The CPU number (`rseq.cpu_id`, or `sched_getcpu` in fallback).
-    CpuId,
-    /// The kernel's per-process concurrency id (`rseq.mm_cid`, Linux 6.3+):
-    /// a 4-thread process on a 64-CPU host touches 4 caches.
-    MmCid,
-}
+pub use crate::mode::{CacheIndex, Mode};
 
 static MODE: AtomicU8 = AtomicU8::new(0);
 static INDEX: AtomicU8 = AtomicU8::new(0);
@@ -180,7 +137,7 @@ pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncp
         ctl.ncpu.store(ncpu, Ordering::Release);
     }
     let code = match mode {
-        Mode::Uninit => 0,
+        Mode::Uninit | Mode::Forward => 0, // Forward: never on this path
         Mode::RseqGlibc => 1,
         Mode::RseqOwn => 2,
         Mode::Fallback => 3,
@@ -196,7 +153,7 @@ pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncp
 /// index is out of range.
 pub fn current_index() -> Option<usize> {
     match mode() {
-        Mode::Uninit => None,
+        Mode::Uninit | Mode::Forward => None,
         Mode::Fallback => os::current_cpu(),
         Mode::RseqGlibc | Mode::RseqOwn | Mode::Region => {
             if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread(own_tls()) {
