@@ -7,6 +7,9 @@
 #   plus: one sparse CPU (taskset -c 1), a one-CPU cpuset cgroup, remote
 #         fences without membarrier
 #   valgrind  the fallback as valgrind forces it (rseq(2) gives ENOSYS there)
+#   plus: the stats reports and the preload tool (tests/tool.sh), and
+#         builds for other targets and the minimum Rust version
+#         (tests/targets.sh)
 # In each, tests/preload.sh then runs C programs and real programs with
 # target/release/librseqalloc.so preloaded.
 # Prints a closing "N passed, N failed" line and exits non-zero on any failure.
@@ -41,6 +44,11 @@ all_tests=(cargo test --release --features test-hooks --tests)
 run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features test-hooks
 run "unit tests with the C API (libtest itself on our malloc)" -- cargo test --release -p rseqalloc --features capi --lib
 run "preload, glibc mode" -- tests/preload.sh glibc
+run "stats reports and the preload tool (--help, make install)" -- tests/tool.sh
+run "stats with the serde feature" -- cargo test --release --features serde --test stats
+# A dependent crate on musl (run) and aarch64 (check), and the minimum Rust
+# version: about 3 minutes cold on a loaded 2-core host.
+run "other targets and the minimum Rust version" -- tests/targets.sh
 run "glibc mode, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- "${all_tests[@]}"
 run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rseq=0 -- "${all_tests[@]}"
 run "preload, own registration" -- tests/preload.sh own
