@@ -1,8 +1,9 @@
 //! Memory follows the load without anyone calling anything: a background
-//! thread, started lazily the first time 4 MiB of freed arena memory wait in
-//! the page heap (never from a constructor, so programs that daemonise or
-//! drop privileges at start-up are unaffected; a program that never frees
-//! much never gets one), wakes every tick to
+//! thread, started lazily in a process that started threads of its own,
+//! the first time 4 MiB of freed arena memory wait in the page heap (never
+//! from a constructor, so programs that daemonise or drop privileges at
+//! start-up are unaffected; a program that never frees much never gets
+//! one), wakes every tick to
 //! - give free arena memory back to the OS on a time-based decay
 //!   (`RSEQALLOC_DECAY_MS`; `pagemap::release_aged`), and unmap cached
 //!   large mappings unused for a decay period,
@@ -12,9 +13,21 @@
 //!   class there that did not miss,
 //! - return transfer-cache objects that sat unused for a tick to their spans.
 //!
-//! Without the thread (`RSEQALLOC_BACKGROUND=0`, or below the threshold),
-//! the slow paths that hand granules back run the decay in bounded steps
-//! instead (`on_heap_free`).
+//! The thread never keeps a process alive. Every `CHECK_NS` it counts the
+//! process's live threads; once it is the only one left (`main` ended with
+//! `pthread_exit` and the other threads returned), it returns, and glibc's
+//! last-thread rule calls `exit(0)`, as it would have when the program's
+//! last thread returned. A signal sent to the process in between (it stays
+//! pending: the thread blocks every signal, so that the program's handlers
+//! never run on it) ends with the process, as one sent after the last
+//! thread returned does without us. A process that never started a thread gets none from us (it
+//! could not `unshare(CLONE_NEWUSER)` or `setns` into a user namespace any
+//! more), nor does one that has only one thread when the heap calls for
+//! ours, nor one without /proc, where the thread could not count.
+//!
+//! Without the thread (single-threaded, `RSEQALLOC_BACKGROUND=0`, below the
+//! threshold, or after it left), the slow paths that hand granules back run
+//! the decay in bounded steps instead (`on_heap_free`).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -25,8 +38,13 @@ use crate::{large, os, pagemap, transfer};
 /// Freed arena bytes still backed by pages that make the thread worth
 /// starting.
 const START_FREE_BACKED: u64 = 4 << 20;
-/// Longest sleep between ticks.
+/// Longest time between ticks.
 const MAX_TICK_NS: u64 = 1_000_000_000;
+/// How often the thread checks that it is not the process's last thread
+/// (one `stat`), and how often a process that may not start it is asked
+/// again: the delay between the program's last thread returning and the
+/// process's exit, at worst.
+const CHECK_NS: u64 = 100_000_000;
 /// A cache unused for this many decay periods is drained.
 const IDLE_DECAYS: u64 = 2;
 /// Chunks (2 MiB each) one slow-path decay step visits at most.
@@ -41,6 +59,9 @@ static THREAD: AtomicU8 = AtomicU8::new(NOT_STARTED);
 static DECAY_NS: AtomicU64 = AtomicU64::new(0);
 /// When the last decay step began (thread or slow path).
 static LAST_DECAY: AtomicU64 = AtomicU64::new(0);
+/// When a start was last refused because the process had no thread of its
+/// own (asked again after `CHECK_NS`).
+static REFUSED_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Per cache: the activity count (hits and misses) last seen, and when it
 /// last changed. Only the thread touches them.
@@ -58,12 +79,26 @@ fn start() {
     if THREAD.compare_exchange(NOT_STARTED, STARTING, Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
+    if !program_threaded() {
+        REFUSED_AT.store(os::now_ns(), Ordering::Relaxed);
+        THREAD.store(NOT_STARTED, Ordering::Relaxed);
+        return;
+    }
     // The new thread's TLS may be allocated through us (re-entering here,
     // which sees STARTING and returns).
     let started = os::spawn_detached(c"rseqalloc-bg", run);
     // On failure (thread limit, no memory) stay disabled: slow paths decay.
     THREAD.store(if started { RUNNING } else { NOT_STARTED }, Ordering::Relaxed);
     ENABLED.store(started, Ordering::Relaxed);
+}
+
+/// Whether the program started a thread of its own and has one besides the
+/// caller now (so ours is never the second thread of a single-threaded
+/// process, nor started during its exit or in a fork child), counted where
+/// the kernel can tell us when it has none left. glibc's flag answers "never
+/// started one" without a system call.
+fn program_threaded() -> bool {
+    os::single_threaded() != Some(true) && os::thread_count() >= Some(2)
 }
 
 /// Whether the thread runs (stats).
@@ -79,10 +114,25 @@ pub fn forget_thread() {
 }
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    let mut last_tick = os::now_ns();
     loop {
+        os::sleep_ns(CHECK_NS);
+        match os::thread_count() {
+            Some(n) if n > 1 => {}
+            // The last thread (or one that can no longer count): the slow
+            // paths take the decay back, and returning runs glibc's
+            // last-thread rule.
+            _ => {
+                THREAD.store(NOT_STARTED, Ordering::Relaxed);
+                return core::ptr::null_mut();
+            }
+        }
+        let now = os::now_ns();
         let decay = DECAY_NS.load(Ordering::Relaxed);
-        os::sleep_ns(if decay == 0 { MAX_TICK_NS } else { decay.min(MAX_TICK_NS) });
-        tick(os::now_ns());
+        if now.saturating_sub(last_tick) >= if decay == 0 { MAX_TICK_NS } else { decay.min(MAX_TICK_NS) } {
+            tick(now);
+            last_tick = now;
+        }
     }
 }
 
@@ -135,21 +185,28 @@ fn decay_due(now: u64, decay: u64) -> bool {
 }
 
 /// Granules just went back to the page heap (an emptied span, a freed
-/// medium block): start the thread once enough waits there, and until it
-/// runs, run a bounded decay step if one is due. Callers hold no heap lock
-/// (a region lock at most, in fallback mode).
+/// medium block): start the thread once enough waits there, in a process
+/// that started threads of its own; until it runs, run a bounded decay
+/// step if one is due. Callers hold no heap lock (a region lock at most, in
+/// fallback mode).
 pub fn on_heap_free() {
     if THREAD.load(Ordering::Relaxed) == RUNNING {
         return;
     }
+    let decay = DECAY_NS.load(Ordering::Relaxed);
+    let now = os::now_ns();
     if ENABLED.load(Ordering::Relaxed)
         && THREAD.load(Ordering::Relaxed) == NOT_STARTED
         && pagemap::free_backed_bytes() >= START_FREE_BACKED
+        && now.saturating_sub(REFUSED_AT.load(Ordering::Relaxed)) >= CHECK_NS
     {
-        return start();
+        start();
+        if THREAD.load(Ordering::Relaxed) == RUNNING {
+            return;
+        }
     }
-    let decay = DECAY_NS.load(Ordering::Relaxed);
-    if decay != 0 && decay_due(os::now_ns(), decay) {
+    if decay_due(now, decay) {
         pagemap::release_aged(SLOW_PATH_CHUNKS);
+        large::release_cached(decay);
     }
 }

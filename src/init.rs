@@ -7,9 +7,12 @@
 //!
 //! A constructor (`.init_array`) also brings the allocator up at load time
 //! and then registers the process hooks, outside any malloc call (so that
-//! no libc lock glibc may hold around a first malloc is taken again):
-//! fork handlers that hold every allocator lock across `fork` (design.md
-//! §3.5), and with `RSEQALLOC_STATS=1` an exit handler printing the stats.
+//! no libc lock glibc may hold around a first malloc is taken again): it
+//! pins the object that holds the allocator (a plugin that links rseqalloc
+//! must survive `dlclose`: the kernel may still read a descriptor there),
+//! looks up glibc's single-threaded flag (the background thread's rule),
+//! registers fork handlers that hold every allocator lock across `fork`, and
+//! with `RSEQALLOC_STATS=1` an exit handler printing the stats.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
@@ -124,11 +127,16 @@ fn report(mode: rseq::Mode, index: rseq::CacheIndex, ncpu: usize) {
 static AT_LOAD: extern "C" fn() = at_load;
 
 extern "C" fn at_load() {
+    // Both may allocate (through us, when we are the C malloc): here no
+    // allocator entry point is under way, so such an allocation is served
+    // as any other (bringing the allocator up if it is the first).
+    os::pin_own_object(at_load as *const libc::c_void);
+    os::find_single_threaded_flag();
     if !ensure() {
         return;
     }
     // SAFETY: the handlers are `extern "C"` functions that live as long as
-    // the process (the library is never unloaded: -z nodelete).
+    // the process (the object that holds them is pinned above).
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child));
         if STATS_AT_EXIT.load(Ordering::Relaxed) != 0 {

@@ -3,6 +3,7 @@
 //! never touches errno, never allocates and never unwinds.
 
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// The hardware page size the allocator assumes ("OS page").
 pub const OS_PAGE: usize = 4096;
@@ -342,6 +343,79 @@ pub fn spawn_detached(name: &core::ffi::CStr, body: extern "C" fn(*mut libc::c_v
         set_errno(saved);
         ok
     })
+}
+
+/// The live threads of this process, or None where /proc is not mounted.
+/// `/proc/self/stat` gives the kernel's count (field 20) and the state of
+/// the main thread (field 3): after `pthread_exit` from `main` that thread
+/// is a zombie the kernel still counts until the whole process ends.
+/// Read with raw open/read/close (no allocation).
+pub fn thread_count() -> Option<usize> {
+    let mut buf = [0u8; 1024];
+    let n = read_file(c"/proc/self/stat", &mut buf)?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it start after the last ')'.
+    let close = buf[..n].iter().rposition(|&b| b == b')')?;
+    let mut fields = buf[close + 1..n].split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let zombie_main = fields.next()? == b"Z";
+    let threads = crate::config::parse_decimal(fields.nth(16)?)?;
+    threads.checked_sub(zombie_main as usize)
+}
+
+/// glibc's `__libc_single_threaded` (glibc ≥ 2.32: true until the process
+/// first calls `pthread_create`), found by `find_single_threaded_flag`.
+static SINGLE_THREADED: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+
+/// Looks up `__libc_single_threaded` by name, so that a glibc without it
+/// still loads us. `dlsym` may allocate (its error string), so only the
+/// load-time constructor calls this, outside any allocator entry point.
+pub fn find_single_threaded_flag() {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads
+    // the loaded objects' symbol tables.
+    let flag = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    SINGLE_THREADED.store(flag.cast(), Ordering::Relaxed);
+}
+
+/// Whether glibc says the process never started a thread; None when the
+/// flag was not found (old glibc, static link, or before the constructor).
+pub fn single_threaded() -> Option<bool> {
+    let flag = SINGLE_THREADED.load(Ordering::Relaxed);
+    // SAFETY: a non-null pointer is glibc's `char __libc_single_threaded`,
+    // which lives as long as libc; glibc writes it before a new thread runs.
+    (!flag.is_null()).then(|| unsafe { core::ptr::read_volatile(flag) } != 0)
+}
+
+/// Keeps the object that holds `ours` (a shared library that links
+/// rseqalloc, such as a plugin) loaded for the rest of the process:
+/// `dlclose` would otherwise unmap it while a thread's `rseq_cs` still
+/// names one of its critical-section descriptors (the kernel clears it
+/// lazily, and faults the thread if it cannot read it), and a thread's
+/// own rseq area in its TLS would be freed while registered. Nothing to do
+/// in the main program (never unloaded) or a static one (`dladdr` knows no
+/// object). `dlopen` allocates, so only the load-time constructor calls
+/// this.
+pub fn pin_own_object(ours: *const libc::c_void) {
+    // SAFETY: Dl_info is plain data that dladdr fills; the names it returns
+    // belong to the loader and stay valid while the object is loaded.
+    unsafe {
+        let mut own: libc::Dl_info = core::mem::zeroed();
+        let mut main: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(ours, &mut own) == 0 || own.dli_fname.is_null() {
+            return;
+        }
+        // The kernel's AT_PHDR lies in the main program's image.
+        let phdr = auxval(libc::AT_PHDR) as *const libc::c_void;
+        if libc::dladdr(phdr, &mut main) != 0 && main.dli_fbase == own.dli_fbase {
+            return;
+        }
+        // RTLD_NOLOAD finds the object already loaded (this one, whose
+        // constructor is running) and RTLD_NODELETE marks it: dlclose then
+        // never unmaps it. The handle is kept on purpose.
+        let flags = libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE;
+        if libc::dlopen(own.dli_fname, flags).is_null() {
+            write_stderr(b"rseqalloc: could not pin the object that holds the allocator; unloading it would crash\n");
+        }
+    }
 }
 
 /// 64 random bits from the kernel's `AT_RANDOM` bytes (16 bytes it puts on
