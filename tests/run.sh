@@ -11,7 +11,8 @@
 #         builds for other targets and the minimum Rust version
 #         (tests/targets.sh)
 # In each, tests/preload.sh then runs C programs and real programs with
-# target/release/librseqalloc.so preloaded.
+# target/release/librseqalloc.so preloaded, and tests/plugin/run.sh unloads a
+# plugin built on rseqalloc from a C host.
 # Prints a closing "N passed, N failed" line and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,7 @@ run "stats with the serde feature" -- cargo test --release --features serde --te
 # A dependent crate on musl (run) and aarch64 (check), and the minimum Rust
 # version: about 3 minutes cold on a loaded 2-core host.
 run "other targets and the minimum Rust version" -- tests/targets.sh
+run "a plugin survives dlclose (glibc and own rseq)" -- tests/plugin/run.sh
 run "glibc mode, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- "${all_tests[@]}"
 run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rseq=0 -- "${all_tests[@]}"
 run "preload, own registration" -- tests/preload.sh own
