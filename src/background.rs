@@ -207,6 +207,5 @@ pub fn on_heap_free() {
     }
     if decay_due(now, decay) {
         pagemap::release_aged(SLOW_PATH_CHUNKS);
-        large::release_cached(decay);
     }
 }
