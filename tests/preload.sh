@@ -4,10 +4,9 @@
 # - conformance: tests/c/conformance.c run against glibc and preloaded; the
 #   outputs must be identical (and the preloaded run in the expected mode);
 # - stress, fork, trim: tests/c/{stress,fork,trim}.c preloaded;
-# - exit: tests/c/exit_threads.c (a process whose main ends with pthread_exit
-#   exits when its last thread returns, as under glibc) and
-#   tests/c/exit_single.c (no thread of ours in a single-threaded program,
-#   whose freed memory still goes back to the OS);
+# - exit: tests/c/exit.c (a process whose main ends with pthread_exit exits
+#   when its last thread returns, as under glibc; no thread of ours in a
+#   single-threaded program, whose freed memory still goes back to the OS);
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
 # - real programs (not under valgrind): python3 with threads, sqlite3, git,
@@ -44,7 +43,7 @@ esac
 pre() { env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$@"; }
 
 mkdir -p "$bin"
-for c in conformance stress fork badfree trim exit_threads exit_single; do
+for c in conformance stress fork badfree trim exit; do
     if [ ! "$bin/$c" -nt "tests/c/$c.c" ]; then
         cc -O2 -fno-builtin -pthread -Wall -Wno-alloc-size-larger-than -Wno-deprecated-declarations \
             -Wno-free-nonheap-object -Wno-use-after-free -o "$bin/$c" "tests/c/$c.c" || check "build $c" 1
@@ -79,13 +78,13 @@ fi
 if [ "$mode" = valgrind ]; then exit_bound=8000; else exit_bound=2000; fi
 for how in before during pending; do
     start=$(date +%s%N)
-    timeout -s KILL 10 env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$bin/exit_threads" "$how"
+    timeout -s KILL 10 env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$bin/exit" "$how"
     status=$? took=$((($(date +%s%N) - start) / 1000000))
     [ "$status" -eq 0 ] && [ "$took" -lt "$exit_bound" ]
     check "exit after pthread_exit from main ($how): status $status in $took ms (glibc: 0 in 300 ms)" $?
 done
-if [ "$mode" = valgrind ]; then single_args=(); else single_args=(rss); fi
-RSEQALLOC_DECAY_MS=100 pre "$bin/exit_single" ${single_args[@]+"${single_args[@]}"}
+if [ "$mode" = valgrind ]; then single_args=(single); else single_args=(single rss); fi
+RSEQALLOC_DECAY_MS=100 pre "$bin/exit" "${single_args[@]}"
 check "single-threaded: no thread of ours, memory back with no call" $?
 
 # Bad input: one child per mistake.
