@@ -9,7 +9,8 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 CARGO ?= cargo
-LIB := target/release/librseqalloc.so
+CARGO_TARGET_DIR ?= target
+LIB := $(CARGO_TARGET_DIR)/release/librseqalloc.so
 
 all: $(LIB)
 

@@ -85,7 +85,7 @@
 //! library (`capi`) and the test hooks link `std`, as does forwarding (for
 //! `std::alloc::System`).
 
-#![cfg_attr(not(any(test, feature = "capi", feature = "test-hooks")), no_std)]
+#![cfg_attr(not(any(test, feature = "capi", feature = "_test-hooks")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
@@ -94,7 +94,7 @@ extern crate std;
 
 #[cfg(all(not(rseqalloc_percpu), feature = "capi"))]
 compile_error!("rseqalloc: the C API (feature `capi`) needs the per-CPU path: x86-64 Linux with glibc");
-#[cfg(all(not(rseqalloc_percpu), feature = "test-hooks"))]
+#[cfg(all(not(rseqalloc_percpu), feature = "_test-hooks"))]
 compile_error!("rseqalloc: the test hooks need the per-CPU path: x86-64 Linux with glibc");
 
 #[cfg(rseqalloc_percpu)]
@@ -141,7 +141,7 @@ mod sync;
 #[cfg(rseqalloc_percpu)]
 mod transfer;
 
-#[cfg(feature = "test-hooks")]
+#[cfg(feature = "_test-hooks")]
 pub mod test_hooks;
 
 #[cfg(not(rseqalloc_percpu))]

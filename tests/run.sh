@@ -38,11 +38,11 @@ run() {
     fi
 }
 
-cargo build --release --features test-hooks --tests --examples 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
+cargo build --release --features _test-hooks --tests --examples 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
 cargo build --release 2>&1 | tail -n 1 || { echo "build failed"; exit 1; } # librseqalloc.so
 
-all_tests=(cargo test --release --features test-hooks --tests)
-run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features test-hooks
+all_tests=(cargo test --release --features _test-hooks --tests)
+run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features _test-hooks
 run "unit tests with the C API (libtest itself on our malloc)" -- cargo test --release -p rseqalloc --features capi --lib
 run "preload, glibc mode" -- tests/preload.sh glibc
 run "stats reports and the preload tool (--help, make install)" -- tests/tool.sh
@@ -56,18 +56,18 @@ run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rs
 run "preload, own registration" -- tests/preload.sh own
 # Container-like: one allowed CPU with a sparse id, more threads than CPUs.
 run "one sparse CPU (taskset -c 1)" RSEQALLOC_EXPECT_MODE=glibc -- \
-    taskset -c 1 cargo test --release --features test-hooks --test sizing --test global_alloc --test release --test api
+    taskset -c 1 cargo test --release --features _test-hooks --test sizing --test global_alloc --test release --test api
 run "a one-CPU cpuset cgroup, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- \
-    tests/in-cpuset.sh cargo test --release --features test-hooks --test sizing --test release
+    tests/in-cpuset.sh cargo test --release --features _test-hooks --test sizing --test release
 run "remote fences by migration (no membarrier)" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MEMBARRIER=0 -- \
-    cargo test --release --features test-hooks --test stress_restarts --test release
+    cargo test --release --features _test-hooks --test stress_restarts --test release
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
 run "preload, fallback" -- tests/preload.sh fallback
 # --fair-sched: valgrind runs one thread at a time, and its default lock lets
 # spinning workers starve the thread that would tell them to stop.
 run "valgrind (fallback)" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_TEST_QUICK=1 \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --fair-sched=yes --error-exitcode=99" -- \
-    cargo test --release --features test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
+    cargo test --release --features _test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
 
 run "preload, valgrind (fallback)" -- tests/preload.sh valgrind
 

@@ -58,5 +58,16 @@ fi
 (cd "$dep" && CARGO_TARGET_DIR=$target/msrv rustup run "$msrv" cargo run -q --release -- per-cpu) >"$log" 2>&1
 check "Rust $msrv (rust-version): the library and a dependent crate build and run" $?
 
+# The published crate alone builds the LD_PRELOAD library with `make`.
+pkg=$root/target/package
+cargo package -q -p rseqalloc --allow-dirty --no-verify >"$log" 2>&1 &&
+    rm -rf "$pkg/unpacked" && mkdir -p "$pkg/unpacked" &&
+    tar xzf "$pkg/rseqalloc-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1).crate" -C "$pkg/unpacked" &&
+    (cd "$pkg"/unpacked/rseqalloc-* && CARGO_TARGET_DIR=$target/package make -s) >>"$log" 2>&1 &&
+    (cd "$pkg"/unpacked/rseqalloc-* && RSEQALLOC_STATS=1 RSEQALLOC_LIB=$target/package/release/librseqalloc.so \
+        bin/rseqalloc-run /bin/true) >>"$log" 2>&1 &&
+    grep -qE '^rseqalloc stats, pid [0-9]+ \(true\):$' "$log"
+check "the published crate builds librseqalloc.so with make" $?
+
 echo "targets: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
