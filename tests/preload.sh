@@ -86,6 +86,8 @@ done
 if [ "$mode" = valgrind ]; then single_args=(single); else single_args=(single rss); fi
 RSEQALLOC_DECAY_MS=100 pre "$bin/exit" "${single_args[@]}"
 check "single-threaded: no thread of ours, memory back with no call" $?
+pre "$bin/exit" fork
+check "a fork child of a threaded parent gets no thread of ours while single-threaded" $?
 
 # Bad input: one child per mistake.
 expect_abort() { # expect_abort KIND CALL REASON [ENV...]

@@ -13,6 +13,9 @@
  *                 process and returns: no thread of the program can take it,
  *                 and glibc's last-thread exit drops it (status 0); ours,
  *                 which blocks every signal, must do the same;
+ *   exit fork     a threaded parent whose rseqalloc thread runs forks; the
+ *                 child, single-threaded, frees the blocks: after 0.3 s it
+ *                 still has one thread (status 1 otherwise);
  *   exit single [rss]
  *                 single-threaded: after the frees /proc/self/task has one
  *                 entry (at once and 0.3 s later), unshare(CLONE_NEWUSER)
@@ -34,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { BLOCKS = 64, BLOCK = 200 * 1000, MIB = 1 << 20 };
@@ -162,6 +166,21 @@ int main(int argc, char **argv) {
     for (int i = 0; threads("rseqalloc-bg") != 1; i++) {
         if (i == 200) { printf("the background thread never started\n"); return 3; }
         pause_ms(1);
+    }
+    if (strcmp(mode, "fork") == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            free_blocks();
+            pause_ms(300);
+            int n = threads(NULL);
+            if (n != 1) printf("FAIL: %d threads in the fork child 0.3 s after its frees\n", n);
+            fflush(stdout);
+            _exit(n != 1);
+        }
+        int status = 1;
+        waitpid(child, &status, 0);
+        pthread_join(t, NULL);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
     }
     pthread_exit(NULL);
 }
