@@ -13,6 +13,11 @@
 //!   class there that did not miss,
 //! - return transfer-cache objects that sat unused for a tick to their spans.
 //!
+//! The thread leaves once nothing is left for it (every cache drained, the
+//! transfer caches empty, no free pages or cached mappings waiting for the
+//! decay), so an idle process has no thread of ours; the next time 4 MiB
+//! wait in the page heap starts one again.
+//!
 //! The thread never keeps a process alive. Every `CHECK_NS` it counts the
 //! process's live threads; once it is the only one left (`main` ended with
 //! `pthread_exit` and the other threads returned), it returns, and glibc's
@@ -33,6 +38,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::config::Config;
 use crate::percpu::{self, MAX_CPUS};
+use crate::size_class::SizeClass;
 use crate::{large, os, pagemap, transfer};
 
 /// Freed arena bytes still backed by pages that make the thread worth
@@ -130,49 +136,69 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         let now = os::now_ns();
         let decay = DECAY_NS.load(Ordering::Relaxed);
         if now.saturating_sub(last_tick) >= if decay == 0 { MAX_TICK_NS } else { decay.min(MAX_TICK_NS) } {
-            tick(now);
             last_tick = now;
+            if !tick(now) && !stays_when_idle() {
+                return core::ptr::null_mut();
+            }
         }
     }
 }
 
-/// One round of the thread's work at time `now`.
-fn tick(now: u64) {
+/// One round of the thread's work at time `now`. Returns whether anything
+/// is left for later rounds: a cache in use, or idle but not drained yet;
+/// objects in the transfer caches; with a decay, free pages or cached
+/// mappings still to give back.
+fn tick(now: u64) -> bool {
     let decay = DECAY_NS.load(Ordering::Relaxed);
-    for idx in 0..percpu::ncpu() {
-        tend_cache(idx, now, decay);
-    }
+    let caches = (0..percpu::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
     transfer::plunder();
     if decay_due(now, decay) {
         pagemap::release_aged(usize::MAX);
         large::release_cached(decay);
     }
+    caches
+        || SizeClass::all().any(|class| transfer::held(class) != 0)
+        || decay != 0 && (pagemap::free_backed_bytes() != 0 || large::cached_bytes() != 0)
 }
 
 /// Drains cache `idx` if it has been idle for `IDLE_DECAYS` decay periods;
 /// otherwise, if its budget stopped a class from growing, moves capacity
-/// from the classes that did not miss since the last tick.
-fn tend_cache(idx: usize, now: u64, decay: u64) {
-    let Some(region) = percpu::region(idx) else { return };
+/// from the classes that did not miss since the last tick. Returns whether
+/// the cache needs later rounds (in use, or waiting for its drain).
+fn tend_cache(idx: usize, now: u64, decay: u64) -> bool {
+    let Some(region) = percpu::region(idx) else { return false };
     let meta = region.meta();
     if !meta.initialized.load(Ordering::Acquire) {
-        return;
+        return false;
     }
     let activity = [&meta.alloc_hits, &meta.free_hits, &meta.alloc_misses, &meta.free_misses]
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
         .fold(0u64, u64::wrapping_add);
-    if LAST_ACTIVITY[idx].swap(activity, Ordering::Relaxed) != activity {
+    let active = LAST_ACTIVITY[idx].swap(activity, Ordering::Relaxed) != activity;
+    if active {
         ACTIVE_AT[idx].store(now, Ordering::Relaxed);
     } else if decay != 0 && now.saturating_sub(ACTIVE_AT[idx].load(Ordering::Relaxed)) >= IDLE_DECAYS * decay {
         percpu::drain(idx);
-        return;
+        return false;
     }
     let starved = meta.starved.swap(false, Ordering::Relaxed);
     percpu::shrink(idx, |_, header| {
         let capacity = (header.end - header.begin) as usize;
         (starved && header.aux == 0 && capacity > 0).then(|| capacity - capacity.div_ceil(4))
     });
+    active || decay != 0
+}
+
+/// Nothing is left for the thread: it leaves, so that an idle process has
+/// no thread of ours waking it, unless 4 MiB came back to the page heap
+/// meanwhile (a heap free that saw the thread running neither started one
+/// nor ran a decay step; one that slips between the two checks leaves its
+/// memory to the next heap free). Returns whether the thread stays.
+fn stays_when_idle() -> bool {
+    THREAD.store(NOT_STARTED, Ordering::Relaxed);
+    pagemap::free_backed_bytes() >= START_FREE_BACKED
+        && THREAD.compare_exchange(NOT_STARTED, RUNNING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 /// Whether a decay step is due at `now`, claiming it if so (one caller per

@@ -88,6 +88,8 @@ RSEQALLOC_DECAY_MS=100 pre "$bin/exit" "${single_args[@]}"
 check "single-threaded: no thread of ours, memory back with no call" $?
 pre "$bin/exit" fork
 check "a fork child of a threaded parent gets no thread of ours while single-threaded" $?
+RSEQALLOC_DECAY_MS=100 pre "$bin/exit" idle
+check "an idle program has no thread of ours once its memory went back" $?
 
 # Bad input: one child per mistake.
 expect_abort() { # expect_abort KIND CALL REASON [ENV...]

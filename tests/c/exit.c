@@ -16,6 +16,9 @@
  *   exit fork     a threaded parent whose rseqalloc thread runs forks; the
  *                 child, single-threaded, frees the blocks: after 0.3 s it
  *                 still has one thread (status 1 otherwise);
+ *   exit idle     as `during`, but main stays: once everything freed went
+ *                 back, our thread must leave (an idle program has none),
+ *                 within 3 s at RSEQALLOC_DECAY_MS=100 (status 1 otherwise);
  *   exit single [rss]
  *                 single-threaded: after the frees /proc/self/task has one
  *                 entry (at once and 0.3 s later), unshare(CLONE_NEWUSER)
@@ -166,6 +169,14 @@ int main(int argc, char **argv) {
     for (int i = 0; threads("rseqalloc-bg") != 1; i++) {
         if (i == 200) { printf("the background thread never started\n"); return 3; }
         pause_ms(1);
+    }
+    if (strcmp(mode, "idle") == 0) {
+        pthread_join(t, NULL);
+        double start = now(); /* checks seldom: each allocates, which is activity */
+        while (pause_ms(500), threads("rseqalloc-bg") != 0 && now() - start < 3.0) {}
+        int left = threads("rseqalloc-bg") == 0;
+        printf("our thread %s after %.2f s idle\n", left ? "left" : "still runs", now() - start);
+        return !left;
     }
     if (strcmp(mode, "fork") == 0) {
         pid_t child = fork();
