@@ -218,6 +218,8 @@ fn summary() {
         "cross-thread-free-64x64B",
     ];
     let names: Vec<&str> = NAMES.to_vec();
+    // The same medians as JSON, for benches/charts.py's SVG chart.
+    let mut json = format!("{{\"allocators\": {names:?}, \"benchmarks\": [");
     println!("\n| benchmark | {} | rseqalloc / best peer |", names.join(" | "));
     println!("|---|{}---|", "---|".repeat(names.len()));
     for group in groups {
@@ -244,7 +246,23 @@ fn summary() {
             let cells: Vec<String> = times.iter().map(|t| t.map_or("-".into(), |t| format!("{t:.1} ns"))).collect();
             let ratio = times[0].map_or("-".into(), |t| format!("{:.2}", t / best_peer));
             println!("| {group}/{param} | {} | {ratio} |", cells.join(" | "));
+            let ns: Vec<String> =
+                names.iter().zip(&times).filter_map(|(n, t)| Some(format!("{n:?}: {}", (*t)?))).collect();
+            json += &format!("{{\"name\": \"{group}/{param}\", \"ns\": {{{}}}}},", ns.join(", "));
         }
+    }
+    let json = json.trim_end_matches(',').to_string() + "]}\n";
+    let summary = root.join("peers-summary.json");
+    let svg = root.join("peers.svg");
+    let charts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts.py");
+    let drawn = std::fs::write(&summary, json).is_ok()
+        && std::process::Command::new("python3")
+            .arg(&charts)
+            .args(["micro".as_ref(), summary.as_os_str(), svg.as_os_str()])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !drawn {
+        eprintln!("no chart: python3 {} micro {} {} failed", charts.display(), summary.display(), svg.display());
     }
 }
 

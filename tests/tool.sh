@@ -129,5 +129,11 @@ s=$?
     ! grep -qE '^(tests|benches|kernel-patch|preload|examples)/' "$work/package"
 check "cargo package ships the library's own files only ($(wc -l <"$work/package") files)" $?
 
+# BENCHMARKS.md's charts are drawn from its own tables.
+stale=0
+python3 benches/charts.py markdown BENCHMARKS.md "$work/svg" >/dev/null || stale=1
+for f in micro shootout-throughput shootout-rss; do cmp -s "$work/svg/$f.svg" "benches/svg/$f.svg" || stale=1; done
+check "benches/svg/ holds the charts of BENCHMARKS.md's current tables (python3 benches/charts.py markdown BENCHMARKS.md benches/svg)" $stale
+
 echo "tool: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

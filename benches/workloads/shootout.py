@@ -27,6 +27,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import charts  # noqa: E402  (benches/charts.py: the SVG charts, and si())
+from charts import si  # noqa: E402
 BIN = os.path.join(HERE, "bin")
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
@@ -205,13 +208,6 @@ def run_once(exe, threads, scale, seed, preload, extra_env, timeout):
 
 
 # ---------------------------------------------------------------- formatting
-def si(x):
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if x >= div:
-            return f"{x / div:.3g}{suf}"
-    return f"{x:.3g}"
-
-
 def mib(kib):
     return f"{kib / 1024:.1f}M" if kib < 1024 * 1000 else f"{kib / 1048576:.2f}G"
 
@@ -236,7 +232,8 @@ def main():
                     help="extra environment for one allocator, e.g. rseqalloc:RSEQALLOC_VERBOSE=1 (repeatable)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is killed")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
-    ap.add_argument("--json", default=None, metavar="OUT.json", help="write all runs and medians as JSON")
+    ap.add_argument("--json", default=None, metavar="OUT.json",
+                    help="write all runs and medians as JSON, and OUT-throughput.svg and OUT-rss.svg beside it")
     args = ap.parse_args()
 
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
@@ -448,6 +445,9 @@ def main():
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
         log(f"wrote {args.json}")
+        # The charts, next to the JSON they are drawn from.
+        for path in charts.shootout(out, os.path.splitext(args.json)[0]):
+            log(f"wrote {path}")
     return 1 if failures else 0
 
 
