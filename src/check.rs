@@ -58,7 +58,7 @@ pub fn init(config: &Config) {
     LEAK.store(config.bad_free == BadFree::Leak, Ordering::Relaxed);
     if config.checked {
         let (_, arena_bytes) = pagemap::arena();
-        let bitmap = os::map(arena_bytes / 128);
+        let bitmap = os::map_sparse(arena_bytes / 128);
         if bitmap.is_null() {
             os::write_stderr(b"rseqalloc: RSEQALLOC_CHECK=1, but no memory for the bitmap; not checking\n");
         }

@@ -95,7 +95,9 @@ pub fn init(config: &Config) {
 /// With `zero`, memory from the cache is cleared; a new mapping is zero
 /// already. Null when out of memory.
 pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
-    let offset = align.max(MIN_OFFSET);
+    // Over page alignment, the header gets a page of its own before the
+    // aligned block, so the mapping is the block plus the alignment.
+    let offset = if align <= OS_PAGE { align.max(MIN_OFFSET) } else { OS_PAGE };
     let Some(need) = size.checked_add(offset).and_then(|n| n.checked_add(OS_PAGE - 1)).map(|n| n & !(OS_PAGE - 1))
     else {
         return core::ptr::null_mut();
@@ -111,7 +113,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             (base, len)
         }
         None => {
-            let base = if align <= OS_PAGE { os::map(need) } else { os::map_aligned(need, align, false) };
+            let base = if align <= OS_PAGE { os::map(need) } else { os::map_skewed(need, align, offset, false) };
             if base.is_null() {
                 return core::ptr::null_mut();
             }

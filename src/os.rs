@@ -9,23 +9,65 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 pub const OS_PAGE: usize = 4096;
 
 /// Maps `len` bytes of fresh, zeroed, read-write anonymous memory, or returns
-/// null. `MAP_NORESERVE` keeps big lazily-touched regions from counting
-/// against overcommit heuristics.
+/// null. A plain private mapping, as glibc's `mmap`ed blocks are: the kernel
+/// charges it against the overcommit limit and `RLIMIT_AS`, so a request the
+/// machine cannot back fails here, as it fails for glibc.
 pub fn map(len: usize) -> *mut u8 {
-    map_with(len, libc::PROT_READ | libc::PROT_WRITE)
+    map_with(len, libc::PROT_READ | libc::PROT_WRITE, 0)
 }
 
-/// Reserves `len` bytes of address space with no access; `commit` makes parts
-/// of it usable.
+/// Maps `len` bytes of read-write memory that is never committed as a
+/// whole (a bitmap touched only where the heap is): `MAP_NORESERVE` keeps
+/// the untouched rest out of the overcommit heuristic's count.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+pub fn map_sparse(len: usize) -> *mut u8 {
+    map_with(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_NORESERVE)
+}
+
+/// Reserves `len` bytes of address space with no access; `commit` makes
+/// parts of it usable. Not charged for overcommit (nothing can be written),
+/// only against `RLIMIT_AS`; `commit` is what the kernel charges.
 pub fn reserve(len: usize) -> *mut u8 {
-    map_with(len, libc::PROT_NONE)
+    map_with(len, libc::PROT_NONE, 0)
 }
 
-fn map_with(len: usize, prot: i32) -> *mut u8 {
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+/// Maps `len` bytes that read as zeros and cannot be written until
+/// `commit`ted, piece by piece: a table that any index may be read from
+/// (untouched pages share the kernel's zero page) and whose pieces are
+/// charged only when committed.
+pub fn reserve_readable(len: usize) -> *mut u8 {
+    map_with(len, libc::PROT_READ, 0)
+}
+
+/// Reserves `len` bytes with no access exactly at `at` (OS-page aligned),
+/// or returns null if anything is mapped there already (or the kernel
+/// refuses). Never replaces an existing mapping (`MAP_FIXED_NOREPLACE`).
+pub fn reserve_at(at: usize, len: usize) -> *mut u8 {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+    let saved = errno();
+    // SAFETY: MAP_FIXED_NOREPLACE fails rather than touch an existing
+    // mapping.
+    let p = unsafe { libc::mmap(at as *mut libc::c_void, len, libc::PROT_NONE, flags, -1, 0) };
+    set_errno(saved);
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    if p as usize != at {
+        // A kernel before 4.17 takes the flag as a hint and maps elsewhere.
+        // SAFETY: the mapping was just made and nobody knows it.
+        unsafe { unmap(p.cast(), len) };
+        return ptr::null_mut();
+    }
+    p.cast()
+}
+
+fn map_with(len: usize, prot: i32, extra_flags: i32) -> *mut u8 {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags;
+    let saved = errno();
     // SAFETY: an anonymous mapping at a kernel-chosen address touches no
     // existing memory.
     let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, -1, 0) };
+    set_errno(saved);
     if p == libc::MAP_FAILED {
         ptr::null_mut()
     } else {
@@ -33,17 +75,50 @@ fn map_with(len: usize, prot: i32) -> *mut u8 {
     }
 }
 
-/// Maps `len` bytes aligned to `align` (a power of two ≥ OS_PAGE) by mapping
-/// `len + align` and trimming both ends. Returns null on failure.
+/// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets), or None
+/// when there is none.
+pub fn address_space_limit() -> Option<usize> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let saved = errno();
+    // SAFETY: getrlimit fills the local struct.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    set_errno(saved);
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// Bytes of RAM plus swap (`sysinfo`), or None where the kernel will not say.
+pub fn memory_total() -> Option<u64> {
+    let saved = errno();
+    // SAFETY: sysinfo is plain data the call fills.
+    let (ok, info) = unsafe {
+        let mut info: libc::sysinfo = core::mem::zeroed();
+        (libc::sysinfo(&mut info) == 0, info)
+    };
+    set_errno(saved);
+    let unit = u64::from(info.mem_unit.max(1));
+    ok.then(|| (info.totalram as u64).saturating_add(info.totalswap as u64).saturating_mul(unit))
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two ≥ OS_PAGE), read-write
+/// or reserved (`prot_none`). Returns null on failure.
 pub fn map_aligned(len: usize, align: usize, prot_none: bool) -> *mut u8 {
-    let Some(padded) = len.checked_add(align) else {
+    map_skewed(len, align, 0, prot_none)
+}
+
+/// Maps `len` bytes whose byte `at` (a multiple of OS_PAGE below `len`) is
+/// aligned to `align` (a power of two ≥ OS_PAGE), by mapping
+/// `len + align - OS_PAGE` and trimming both ends: a block with a header
+/// page before it costs its size plus the alignment, as glibc's `memalign`
+/// does. Returns null on failure.
+pub fn map_skewed(len: usize, align: usize, at: usize, prot_none: bool) -> *mut u8 {
+    let Some(padded) = len.checked_add(align - OS_PAGE) else {
         return ptr::null_mut();
     };
     let raw = if prot_none { reserve(padded) } else { map(padded) } as usize;
     if raw == 0 {
         return ptr::null_mut();
     }
-    let start = (raw + align - 1) & !(align - 1);
+    let start = ((raw + at + align - 1) & !(align - 1)) - at;
     // SAFETY: both trimmed pieces lie inside the mapping just made, which no
     // one else knows about yet.
     unsafe {
@@ -70,13 +145,19 @@ pub unsafe fn unmap(p: *mut u8, len: usize) {
     set_errno(saved);
 }
 
-/// Makes `[p, p + len)` of a reservation readable and writable.
+/// Makes `[p, p + len)` of a reservation readable and writable; the kernel
+/// charges it now, so this is where an over-committed heap fails (ENOMEM
+/// under `vm.overcommit_memory=2`). Keeps errno.
 ///
 /// # Safety
-/// The range is OS-page aligned and inside a reservation made by `reserve`.
+/// The range is OS-page aligned and inside a reservation made by `reserve`,
+/// `reserve_at` or `reserve_readable`.
 pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
+    let saved = errno();
     // SAFETY: the caller guarantees the range is our own reservation.
-    unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    let ok = unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 };
+    set_errno(saved);
+    ok
 }
 
 /// Grows or shrinks a mapping, moving it if needed. Returns null on failure,
