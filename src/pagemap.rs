@@ -1,25 +1,49 @@
-//! The arena and its maps: one reservation of address space holding every
-//! span, the class map that gives any pointer's size class in one byte load,
-//! the span table, and the page heap that hands out and takes back 64 KiB
-//! granules (so an emptied span's memory serves any class), as spans or as
-//! the runs of n contiguous granules that hold medium blocks (`medium.rs`).
+//! The arena and its maps: a window of address space in which the heap
+//! grows by reservations, the class map that gives any pointer's size class
+//! in one byte load, the span table, and the page heap that hands out and
+//! takes back 64 KiB granules (so an emptied span's memory serves any
+//! class), as spans or as the runs of n contiguous granules that hold
+//! medium blocks (`medium.rs`).
 //!
 //! ```text
-//!  arena:  | chunk 0 (2 MiB = 32 granules) | chunk 1 | ... committed on demand
+//!  window: | foreign | reservation | foreign | reservation (first) |
+//!          ^ base     chunks of 2 MiB = 32 granules, committed on demand
 //!  granule g = (p - base) >> 16
 //!  class_map[g]  class of the span covering g (0: free, large, or foreign),
 //!                or RUN_HEAD + n at a medium run's first granule, RUN_BODY after
 //!  spans[g]      Span metadata, valid at a span's first granule
-//!  chunk_free[c] bit i set: granule c*32+i is free (committed chunks only)
-//!  released[c]   bit i set: that free granule's pages went back to the OS
-//!  fresh[c]      bit i set: that free granule was never handed out
-//!  aged[c]       bit i set: free and backed by pages at chunk c's last decay visit
+//!  chunks[c]     the page heap's bits for granules c*32 .. c*32+31:
+//!    free        bit i set: granule i is free (committed chunks only)
+//!    released    bit i set: that free granule's pages went back to the OS
+//!    fresh       bit i set: that free granule was never handed out
+//!    aged        bit i set: free and backed by pages at the chunk's last decay visit
 //! ```
 //!
-//! Runs never straddle a chunk, so a run is a bit pattern in one word of
-//! `chunk_free`; the class map's marker gives a run's start and length in one
-//! byte load, and every marker is written under the page heap lock, so a free
-//! that re-reads it under the lock cannot race another free of the same run.
+//! The window is fixed at init: twice the address-space limit (`ulimit -v`)
+//! rounded up to a power of two, or without a limit eight times RAM plus
+//! swap (at least 1 TiB), so the heap can grow to whatever the process may
+//! map. Only the first reservation exists at first; when its chunks are all
+//! committed, the next one is placed just below the lowest (where the
+//! kernel's top-down placement leaves room), or wherever the kernel puts it
+//! inside the window; mappings of others in between are simply granules
+//! whose class byte is 0. So the lookup stays one subtraction, one compare
+//! and one byte load over every reservation, like TCMalloc's page map.
+//!
+//! Accounting is the kernel's, as for glibc's heaps: reservations are
+//! `PROT_NONE` (charged only against `RLIMIT_AS`), a chunk is charged when
+//! `mprotect` makes it writable, and so fails with ENOMEM exactly when the
+//! kernel will not back it. The tables are one read-only mapping (reads of
+//! untouched parts see zeros, so any pointer of the window may be looked
+//! up) whose pieces are made writable as the reservations they describe
+//! appear. Reservations take `RLIMIT_AS / 16` at a time (1 GiB without a
+//! limit), halving when the kernel refuses, so a heap under `ulimit -v`
+//! fills what the limit leaves.
+//!
+//! Runs never straddle a chunk (nor so a reservation), so a run is a bit
+//! pattern in one `free` word; the class map's marker gives a run's start
+//! and length in one byte load, and every marker is written under the page
+//! heap lock, so a free that re-reads it under the lock cannot race another
+//! free of the same run.
 //!
 //! `release_free` gives free granules' pages back (`madvise`); a granule
 //! stays committed, so handing it out again only costs the page faults.
@@ -30,7 +54,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::os;
+use crate::os::{self, OS_PAGE};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::SpinLock;
 
@@ -42,8 +66,14 @@ pub const GRANULE: usize = 1 << GRANULE_SHIFT;
 pub const CHUNK_GRANULES: usize = 32;
 /// The unit of address space made usable at a time: a 2 MiB huge page.
 const CHUNK: usize = GRANULE * CHUNK_GRANULES;
-/// Reservation sizes tried in turn (`ulimit -v`, overcommit=2 refuse big ones).
-const RESERVATIONS: [usize; 5] = [64 << 30, 16 << 30, 4 << 30, 1 << 30, 256 << 20];
+/// The largest reservation made at a time.
+const MAX_RESERVATION: usize = 1 << 30;
+/// The window's bounds (module doc).
+const MIN_WINDOW: usize = 1 << 30;
+const MAX_WINDOW: usize = 1 << 46;
+/// The window without an address-space limit when the kernel does not say
+/// how much memory there is.
+const DEFAULT_WINDOW: usize = 1 << 40;
 
 /// Class-map byte of a medium run's granules after the first.
 const RUN_BODY: u8 = 0x80;
@@ -71,7 +101,22 @@ pub struct Span {
     pub listed: bool,
 }
 
+/// The page heap's bits for one chunk (module doc); all zero for a chunk
+/// that is not ours or not yet committed.
+#[repr(C)]
+struct Chunk {
+    free: u32,
+    /// Subset of `free`.
+    released: u32,
+    /// Subset of `free`.
+    fresh: u32,
+    /// Subset of `free`.
+    aged: u32,
+}
+
+/// The window's base: granule 0.
 static BASE: AtomicUsize = AtomicUsize::new(0);
+/// Granules in the window.
 static GRANULES: AtomicUsize = AtomicUsize::new(0);
 static CLASS_MAP: AtomicUsize = AtomicUsize::new(0);
 static SPANS: AtomicUsize = AtomicUsize::new(0);
@@ -81,20 +126,23 @@ static RELEASED: AtomicU64 = AtomicU64::new(0);
 static FREE_BACKED: AtomicU64 = AtomicU64::new(0);
 /// `madvise` calls made.
 static PURGES: AtomicU64 = AtomicU64::new(0);
+/// Reservations made.
+static RESERVATIONS: AtomicU64 = AtomicU64::new(0);
 
 struct PageHeap {
-    /// `chunk_free` array (one u32 per chunk of the arena).
-    chunk_free: *mut u32,
-    /// `released` array (one u32 per chunk): subset of the free bits.
-    released: *mut u32,
-    /// `fresh` array (one u32 per chunk): subset of the free bits.
-    fresh: *mut u32,
-    /// `aged` array (one u32 per chunk): see the module doc.
-    aged: *mut u32,
+    /// The `chunks` table (one `Chunk` per chunk of the window).
+    chunks: *mut Chunk,
+    /// Chunks `[lo, hi)` hold every reservation (and whatever lies between).
+    lo: usize,
+    hi: usize,
+    /// Chunks `[next_commit, reserved_end)` of the newest reservation are
+    /// not yet committed; the older reservations are committed whole.
+    next_commit: usize,
+    reserved_end: usize,
+    /// Bytes the next reservation asks for.
+    step: usize,
     /// The chunk the next `release_aged` visit starts at.
     cursor: usize,
-    /// Chunks made read-write so far, from the arena base up.
-    committed: usize,
     /// No chunk below this has a free granule.
     lowest_free: usize,
 }
@@ -103,46 +151,111 @@ struct PageHeap {
 unsafe impl Send for PageHeap {}
 
 static HEAP: SpinLock<PageHeap> = SpinLock::new(PageHeap {
-    chunk_free: core::ptr::null_mut(),
-    released: core::ptr::null_mut(),
-    fresh: core::ptr::null_mut(),
-    aged: core::ptr::null_mut(),
+    chunks: core::ptr::null_mut(),
+    lo: 0,
+    hi: 0,
+    next_commit: 0,
+    reserved_end: 0,
+    step: 0,
     cursor: 0,
-    committed: 0,
     lowest_free: 0,
 });
 
-/// Reserves the arena and maps its metadata. Called once by init.
-pub fn init() -> bool {
-    for size in RESERVATIONS {
-        let base = os::map_aligned(size, CHUNK, true);
-        if base.is_null() {
-            continue;
-        }
-        let granules = size / GRANULE;
-        let chunks = granules / CHUNK_GRANULES;
-        let meta_len = granules + granules * core::mem::size_of::<Span>() + chunks * 16;
-        let meta = os::map(meta_len);
-        if meta.is_null() {
-            // SAFETY: the reservation was just made and is unused.
-            unsafe { os::unmap(base, size) };
-            continue;
-        }
-        let spans = meta as usize + granules;
-        let chunk_free = spans + granules * core::mem::size_of::<Span>();
-        let mut heap = HEAP.lock();
-        heap.chunk_free = chunk_free as *mut u32;
-        heap.released = (chunk_free + chunks * 4) as *mut u32;
-        heap.fresh = (chunk_free + chunks * 8) as *mut u32;
-        heap.aged = (chunk_free + chunks * 12) as *mut u32;
-        drop(heap);
-        CLASS_MAP.store(meta as usize, Ordering::Relaxed);
-        SPANS.store(spans, Ordering::Relaxed);
-        GRANULES.store(granules, Ordering::Relaxed);
-        BASE.store(base as usize, Ordering::Release);
-        return true;
+/// The tables' layout in their one mapping: byte offsets, each OS-page
+/// aligned, of the class map (1 byte per granule), the span table and the
+/// chunk table, and the total length.
+struct Tables {
+    spans: usize,
+    chunks: usize,
+    len: usize,
+}
+
+impl Tables {
+    fn for_granules(granules: usize) -> Tables {
+        let page = |n: usize| (n + OS_PAGE - 1) & !(OS_PAGE - 1);
+        let spans = page(granules);
+        let chunks = spans + page(granules * core::mem::size_of::<Span>());
+        let len = chunks + page(granules / CHUNK_GRANULES * core::mem::size_of::<Chunk>());
+        Tables { spans, chunks, len }
     }
-    false
+}
+
+/// Makes the table entries of chunks `[a, b)` writable (each table's bytes
+/// for them, rounded out to OS pages). False when the kernel refuses.
+fn commit_tables(a: usize, b: usize) -> bool {
+    let (map, granules) = (CLASS_MAP.load(Ordering::Relaxed), GRANULES.load(Ordering::Relaxed));
+    let tables = Tables::for_granules(granules);
+    let pieces = [
+        (0, CHUNK_GRANULES),
+        (tables.spans, CHUNK_GRANULES * core::mem::size_of::<Span>()),
+        (tables.chunks, core::mem::size_of::<Chunk>()),
+    ];
+    pieces.iter().all(|&(offset, per_chunk)| {
+        let from = (map + offset + a * per_chunk) & !(OS_PAGE - 1);
+        let to = (map + offset + b * per_chunk + OS_PAGE - 1) & !(OS_PAGE - 1);
+        // SAFETY: [from, to) lies inside the tables' mapping: the table at
+        // `offset` has `per_chunk` bytes for every chunk of the window and
+        // ends on a page boundary.
+        unsafe { os::commit(from as *mut u8, to - from) }
+    })
+}
+
+/// The window's size (module doc).
+fn window_size(limit: Option<usize>) -> usize {
+    let want = match limit {
+        Some(limit) => limit.saturating_mul(2),
+        None => {
+            os::memory_total().map_or(DEFAULT_WINDOW, |m| usize::try_from(m).unwrap_or(MAX_WINDOW).saturating_mul(8))
+        }
+    };
+    let floor = if limit.is_some() { MIN_WINDOW } else { DEFAULT_WINDOW };
+    want.clamp(floor, MAX_WINDOW).next_power_of_two()
+}
+
+/// The size of each reservation (module doc); with the test hooks,
+/// `RSEQALLOC_TEST_RESERVATION` (bytes) sets it, so tests cross reservations.
+fn reservation_size(limit: Option<usize>) -> usize {
+    #[cfg(feature = "test-hooks")]
+    if let Some(bytes) = os::getenv(c"RSEQALLOC_TEST_RESERVATION").and_then(crate::config::parse_decimal) {
+        return bytes.clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1);
+    }
+    limit.map_or(MAX_RESERVATION, |limit| (limit / 16).clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1))
+}
+
+/// Reserves the window's tables and the first reservation. Called once by
+/// init; false when the kernel refuses even a chunk.
+pub fn init() -> bool {
+    let limit = os::address_space_limit();
+    let window = window_size(limit);
+    let granules = window / GRANULE;
+    let tables = Tables::for_granules(granules);
+    let map = os::reserve_readable(tables.len);
+    if map.is_null() {
+        return false;
+    }
+    let mut heap = HEAP.lock();
+    heap.step = reservation_size(limit);
+    let Some((first, len)) = heap.reserve(|_, len| os::map_aligned(len, CHUNK, true) as usize) else {
+        drop(heap);
+        // SAFETY: the tables were just mapped and nothing refers to them.
+        unsafe { os::unmap(map, tables.len) };
+        return false;
+    };
+    // The first reservation ends the window: the next ones go below it.
+    let base = (first + len).saturating_sub(window);
+    CLASS_MAP.store(map as usize, Ordering::Relaxed);
+    SPANS.store(map as usize + tables.spans, Ordering::Relaxed);
+    GRANULES.store(granules, Ordering::Relaxed);
+    BASE.store(base, Ordering::Release);
+    heap.chunks = (map as usize + tables.chunks) as *mut Chunk;
+    let c = (first - base) / CHUNK;
+    (heap.lo, heap.hi) = (c, c);
+    if !heap.adopt(first, len) {
+        // SAFETY: the reservation was just made and is unused.
+        unsafe { os::unmap(first as *mut u8, len) };
+        return false;
+    }
+    true
 }
 
 /// The granule holding `p`, if `p` is inside the arena.
@@ -169,8 +282,9 @@ pub fn map_byte(p: *const u8) -> Option<u8> {
     granule_of(p).map(class_byte)
 }
 
-/// The arena's base address and size in bytes (0, 0 before init).
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+/// The window's base address and size in bytes (0, 0 before init): every
+/// reservation lies in it.
+#[cfg_attr(not(any(feature = "capi", feature = "test-hooks")), allow(dead_code))] // the C API's, the tests'
 pub fn arena() -> (usize, usize) {
     (BASE.load(Ordering::Relaxed), GRANULES.load(Ordering::Relaxed) << GRANULE_SHIFT)
 }
@@ -297,8 +411,7 @@ pub unsafe fn resize_run(g: usize, n: usize, m: usize) -> bool {
             return false;
         }
         let bits = ((1u64 << (m - n)) - 1) as u32;
-        // SAFETY: c < committed: the run is in a committed chunk.
-        if unsafe { *heap.chunk_free.add(c) } >> (i + n) & bits != bits {
+        if heap.chunk(c).free >> (i + n) & bits != bits {
             return false;
         }
         heap.take(c, bits << (i + n));
@@ -329,24 +442,30 @@ fn set_class(g: usize, n: usize, byte: u8) {
 /// backed) and returns how many bytes that was: the primitive under
 /// `release()` and `malloc_trim`.
 pub fn release_free() -> usize {
-    let chunks = HEAP.lock().committed;
-    (0..chunks).map(|c| release_in_chunk(c, |backed, _aged| backed)).sum()
+    let (lo, hi) = {
+        let heap = HEAP.lock();
+        (heap.lo, heap.hi)
+    };
+    (lo..hi).map(|c| release_in_chunk(c, |backed, _aged| backed)).sum()
 }
 
 /// One step of the time-based decay: visits up to `max_chunks` chunks (round
-/// robin), gives back the granules that stayed free since the chunk's last
-/// visit, and remembers which are free now. Call it at most once per decay
-/// period. Returns the bytes given back.
+/// robin over every reservation), gives back the granules that stayed free
+/// since the chunk's last visit, and remembers which are free now. Call it
+/// at most once per decay period. Returns the bytes given back.
 pub fn release_aged(max_chunks: usize) -> usize {
-    let (first, visit, committed) = {
+    let (lo, first, visit, len) = {
         let mut heap = HEAP.lock();
-        let committed = heap.committed.max(1);
-        let first = heap.cursor % committed;
-        let visit = max_chunks.min(heap.committed);
-        heap.cursor = first + visit;
-        (first, visit, committed)
+        let (lo, len) = (heap.lo, heap.hi - heap.lo);
+        if len == 0 {
+            return 0;
+        }
+        let first = heap.cursor.saturating_sub(lo) % len;
+        let visit = max_chunks.min(len);
+        heap.cursor = lo + (first + visit) % len;
+        (lo, first, visit, len)
     };
-    (first..first + visit).map(|c| release_in_chunk(c % committed, |backed, aged| backed & aged)).sum()
+    (first..first + visit).map(|i| release_in_chunk(lo + i % len, |backed, aged| backed & aged)).sum()
 }
 
 /// Gives back the granules of chunk `c` that `pick(backed, aged)` selects
@@ -355,21 +474,21 @@ pub fn release_aged(max_chunks: usize) -> usize {
 /// pages go back, so no lock is held across `madvise`.
 fn release_in_chunk(c: usize, pick: impl Fn(u32, u32) -> u32) -> usize {
     let taken = {
-        let heap = HEAP.lock();
-        if c >= heap.committed {
-            return 0;
+        let mut heap = HEAP.lock();
+        let chunk = heap.chunk(c);
+        if chunk.free == 0 {
+            return 0; // nothing free (or not ours: its entry may be read-only)
         }
-        // SAFETY: c < committed ≤ number of chunks, the arrays' length.
-        let (free, backed, aged) = unsafe {
-            let free = &mut *heap.chunk_free.add(c);
-            let backed = *free & !*heap.released.add(c) & !*heap.fresh.add(c);
-            (free, backed, &mut *heap.aged.add(c))
-        };
-        let taken = pick(backed, *aged) & backed;
-        *free &= !taken;
-        *aged = backed & !taken;
+        let chunk = heap.chunk_mut(c);
+        let backed = chunk.free & !chunk.released & !chunk.fresh;
+        let taken = pick(backed, chunk.aged) & backed;
+        chunk.free &= !taken;
+        chunk.aged = backed & !taken;
         taken
     };
+    if taken == 0 {
+        return 0;
+    }
     let mut given_back = 0;
     let mut todo = taken;
     while todo != 0 {
@@ -377,7 +496,7 @@ fn release_in_chunk(c: usize, pick: impl Fn(u32, u32) -> u32) -> usize {
         let run = (todo >> start).trailing_ones();
         let bits = ((1u64 << run) - 1) as u32;
         // SAFETY: the granules are free (no span, no object) and taken out of
-        // the heap, inside a committed chunk of our reservation.
+        // the heap, inside a committed chunk of one of our reservations.
         if unsafe { os::release(granule_base(c * CHUNK_GRANULES + start as usize), run as usize * GRANULE) } {
             given_back |= bits << start;
         }
@@ -385,11 +504,9 @@ fn release_in_chunk(c: usize, pick: impl Fn(u32, u32) -> u32) -> usize {
         todo &= !(bits << start);
     }
     let mut heap = HEAP.lock();
-    // SAFETY: as above.
-    unsafe {
-        *heap.chunk_free.add(c) |= taken;
-        *heap.released.add(c) |= given_back;
-    }
+    let chunk = heap.chunk_mut(c);
+    chunk.free |= taken;
+    chunk.released |= given_back;
     heap.lowest_free = heap.lowest_free.min(c);
     let bytes = given_back.count_ones() as usize * GRANULE;
     RELEASED.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -431,6 +548,12 @@ pub fn mapped_bytes() -> u64 {
     MAPPED.load(Ordering::Relaxed)
 }
 
+/// Reservations of address space made so far (the first included).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))] // the tests'
+pub fn reservations() -> u64 {
+    RESERVATIONS.load(Ordering::Relaxed)
+}
+
 /// The positions in `free` (bit i: granule i of a chunk is free) where a run
 /// of `n` free granules starts at a multiple of `align` (powers of two ≤ 32).
 /// Bit i survives where granules i..i+len are all free, doubling len; bits
@@ -450,6 +573,25 @@ fn run_starts(free: u32, n: usize, align: usize) -> u32 {
 }
 
 impl PageHeap {
+    /// Chunk `c`'s bits (zero for a chunk that is not ours).
+    fn chunk(&self, c: usize) -> &Chunk {
+        debug_assert!(c < GRANULES.load(Ordering::Relaxed) / CHUNK_GRANULES);
+        // SAFETY: c is a chunk of the window, so inside the chunk table,
+        // which is mapped (readable) for the whole window.
+        unsafe { &*self.chunks.add(c) }
+    }
+
+    /// Chunk `c`'s bits, to change.
+    ///
+    /// Only chunks of our reservations may be changed: their table entries
+    /// were made writable when the reservation was adopted.
+    fn chunk_mut(&mut self, c: usize) -> &mut Chunk {
+        debug_assert!((self.lo..self.hi).contains(&c));
+        // SAFETY: as in `chunk`; the caller passes a chunk of a reservation
+        // (debug-checked), whose entry is writable; `&mut self` is the lock.
+        unsafe { &mut *self.chunks.add(c) }
+    }
+
     /// `find`, committing a new chunk if no committed one has room.
     fn take_or_grow(&mut self, n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
         self.find(n, align, room).or_else(|| self.grow().and_then(|_| self.find(n, align, room)))
@@ -458,14 +600,14 @@ impl PageHeap {
     /// Finds and takes `n` free granules starting at a multiple of `align`:
     /// address-ordered first fit, as jemalloc places extents, except that the
     /// lowest start followed by `room` > n free granules wins if any chunk
-    /// has one (then every committed chunk may be visited). Returns the first
-    /// granule and the run's clean mask (see `alloc_run`). A few word
-    /// operations per chunk visited.
+    /// has one (then every chunk may be visited). Returns the first granule
+    /// and the run's clean mask (see `alloc_run`). A few word operations per
+    /// chunk visited (chunks that are not ours read as full).
     fn find(&mut self, n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
         let mut first_fit = None;
-        for c in self.lowest_free..self.committed {
-            // SAFETY: c < committed ≤ number of chunks.
-            let word = unsafe { *self.chunk_free.add(c) };
+        self.lowest_free = self.lowest_free.max(self.lo);
+        for c in self.lowest_free..self.hi {
+            let word = self.chunk(c).free;
             if word == 0 && c == self.lowest_free {
                 self.lowest_free += 1;
             }
@@ -495,51 +637,104 @@ impl PageHeap {
     /// Takes the free granules `bits` of chunk `c`; returns which of them
     /// read as zero (fresh or released).
     fn take(&mut self, c: usize, bits: u32) -> u32 {
-        // SAFETY: the caller passes c < committed ≤ number of chunks.
-        let (word, released, fresh, aged) = unsafe {
-            let aged = &mut *self.aged.add(c);
-            (&mut *self.chunk_free.add(c), &mut *self.released.add(c), &mut *self.fresh.add(c), aged)
-        };
-        debug_assert_eq!(*word & bits, bits);
-        *word &= !bits;
-        RELEASED.fetch_sub(((*released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
-        let clean = (*released | *fresh) & bits;
+        let chunk = self.chunk_mut(c);
+        debug_assert_eq!(chunk.free & bits, bits);
+        chunk.free &= !bits;
+        let clean = (chunk.released | chunk.fresh) & bits;
+        RELEASED.fetch_sub(((chunk.released & bits).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
         FREE_BACKED.fetch_sub(((bits & !clean).count_ones() as usize * GRANULE) as u64, Ordering::Relaxed);
-        *released &= !bits;
-        *fresh &= !bits;
-        *aged &= !bits;
+        chunk.released &= !bits;
+        chunk.fresh &= !bits;
+        chunk.aged &= !bits;
         clean
     }
 
     /// Gives back the `n` granules from `g` (inside one chunk).
     fn put(&mut self, g: usize, n: usize) {
-        let chunk = g / CHUNK_GRANULES;
-        let bits = ((1u64 << n) - 1) as u32;
-        // SAFETY: chunk < committed because g came from the heap.
-        unsafe { *self.chunk_free.add(chunk) |= bits << (g % CHUNK_GRANULES) };
-        self.lowest_free = self.lowest_free.min(chunk);
+        let c = g / CHUNK_GRANULES;
+        self.chunk_mut(c).free |= (((1u64 << n) - 1) as u32) << (g % CHUNK_GRANULES);
+        self.lowest_free = self.lowest_free.min(c);
         FREE_BACKED.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
     }
 
-    /// Commits the next chunk of the reservation.
+    /// Commits the next chunk of the newest reservation, reserving another
+    /// when it is all committed.
     fn grow(&mut self) -> Option<()> {
-        let chunks = GRANULES.load(Ordering::Relaxed) / CHUNK_GRANULES;
-        if self.committed == chunks {
+        if self.next_commit == self.reserved_end {
+            let (start, len) = self.reserve(PageHeap::place)?;
+            if !self.adopt(start, len) {
+                // SAFETY: the reservation was just made and is unused.
+                unsafe { os::unmap(start as *mut u8, len) };
+                return None;
+            }
+        }
+        let c = self.next_commit;
+        // SAFETY: the chunk is inside our newest reservation and not yet in use.
+        if !unsafe { os::commit(granule_base(c * CHUNK_GRANULES), CHUNK) } {
             return None;
         }
-        let start = granule_base(self.committed * CHUNK_GRANULES);
-        // SAFETY: the chunk is inside our reservation and not yet in use.
-        if !unsafe { os::commit(start, CHUNK) } {
-            return None;
-        }
-        // SAFETY: committed < chunks, the length of chunk_free.
-        unsafe {
-            *self.chunk_free.add(self.committed) = u32::MAX;
-            *self.fresh.add(self.committed) = u32::MAX;
-        }
-        self.committed += 1;
+        let chunk = self.chunk_mut(c);
+        (chunk.free, chunk.fresh) = (u32::MAX, u32::MAX);
+        self.next_commit += 1;
+        self.lowest_free = self.lowest_free.min(c);
         MAPPED.fetch_add(CHUNK as u64, Ordering::Relaxed);
         Some(())
+    }
+
+    /// Makes a reservation with `place` (which returns its address or 0),
+    /// asking for `step` bytes and halving down to a chunk while the kernel
+    /// refuses; a refused size is not asked for again. Returns its address
+    /// and length.
+    fn reserve(&mut self, place: impl Fn(&PageHeap, usize) -> usize) -> Option<(usize, usize)> {
+        loop {
+            let len = self.step;
+            let start = place(self, len);
+            if start != 0 {
+                RESERVATIONS.fetch_add(1, Ordering::Relaxed);
+                return Some((start, len));
+            }
+            if len == CHUNK {
+                return None;
+            }
+            self.step = (len / 2).max(CHUNK) & !(CHUNK - 1);
+        }
+    }
+
+    /// Where a new reservation of `len` bytes goes: just below the lowest one
+    /// if that is free, else where the kernel puts it if that is inside the
+    /// window (chunk-aligned). 0 when neither works.
+    fn place(&self, len: usize) -> usize {
+        let base = BASE.load(Ordering::Relaxed);
+        let end = base + (GRANULES.load(Ordering::Relaxed) << GRANULE_SHIFT);
+        let below = base + self.lo * CHUNK;
+        if below - base >= len {
+            let p = os::reserve_at(below - len, len);
+            if !p.is_null() {
+                return p as usize;
+            }
+        }
+        let p = os::map_aligned(len, CHUNK, true) as usize;
+        if p != 0 && (p < base || p + len > end) {
+            // SAFETY: the reservation was just made and nobody knows it.
+            unsafe { os::unmap(p as *mut u8, len) };
+            return 0;
+        }
+        p
+    }
+
+    /// Takes the reservation `[start, start + len)` (chunk-aligned, inside
+    /// the window) into the heap: makes its table entries writable and makes
+    /// it the one whose chunks are committed next. False when the kernel
+    /// refuses the table pages.
+    fn adopt(&mut self, start: usize, len: usize) -> bool {
+        let a = (start - BASE.load(Ordering::Relaxed)) / CHUNK;
+        let b = a + len / CHUNK;
+        if !commit_tables(a, b) {
+            return false;
+        }
+        (self.lo, self.hi) = (self.lo.min(a), self.hi.max(b));
+        (self.next_commit, self.reserved_end) = (a, b);
+        true
     }
 }
 
@@ -563,8 +758,7 @@ mod tests {
     fn is_free(g: usize, n: usize) -> bool {
         let heap = HEAP.lock();
         let bits = ((1u64 << n) - 1) as u32;
-        // SAFETY: g is a granule of a committed chunk (it held a run).
-        unsafe { *heap.chunk_free.add(g / CHUNK_GRANULES) >> (g % CHUNK_GRANULES) & bits == bits }
+        heap.chunk(g / CHUNK_GRANULES).free >> (g % CHUNK_GRANULES) & bits == bits
     }
 
     // With the C API, libtest's own mallocs share the page heap and could take

@@ -242,3 +242,22 @@ pub fn restarts() -> [u64; cs::NUM_SITES] {
     // SAFETY: the counters are a static array in the asm object.
     core::array::from_fn(|i| unsafe { cs::rseqalloc_restarts[i].load(Ordering::Relaxed) })
 }
+
+/// Reservations of address space the heap has made so far (the first
+/// included); `RSEQALLOC_TEST_RESERVATION=<bytes>` in the environment at
+/// load time sets their size, so a test can make the heap cross many.
+pub fn arena_reservations() -> u64 {
+    crate::pagemap::reservations()
+}
+
+/// The window every reservation lies in: (base, bytes).
+pub fn arena_window() -> (usize, usize) {
+    crate::pagemap::arena()
+}
+
+/// The size class's size if `p` lies in a small span (the class map's
+/// answer: None for medium and large blocks, free granules and anything
+/// that is not ours).
+pub fn class_size_at(p: *const u8) -> Option<usize> {
+    crate::pagemap::class_of(p).map(|class| class.size())
+}
