@@ -7,6 +7,9 @@
 # - exit: tests/c/exit.c (a process whose main ends with pthread_exit exits
 #   when its last thread returns, as under glibc; no thread of ours in a
 #   single-threaded program, whose freed memory still goes back to the OS);
+# - limits: tests/c/limits.c, huge requests with and without `ulimit -v`
+#   (output identical to glibc's), and blocks filled up to `ulimit -v`
+#   (at least 85% of what glibc reaches);
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
 # - real programs (not under valgrind): python3 with threads, sqlite3, git,
@@ -43,7 +46,7 @@ esac
 pre() { env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$@"; }
 
 mkdir -p "$bin"
-for c in conformance stress fork badfree trim exit; do
+for c in conformance stress fork badfree trim exit limits; do
     if [ ! "$bin/$c" -nt "tests/c/$c.c" ]; then
         cc -O2 -fno-builtin -pthread -Wall -Wno-alloc-size-larger-than -Wno-deprecated-declarations \
             -Wno-free-nonheap-object -Wno-use-after-free -o "$bin/$c" "tests/c/$c.c" || check "build $c" 1
@@ -90,6 +93,30 @@ pre "$bin/exit" fork
 check "a fork child of a threaded parent gets no thread of ours while single-threaded" $?
 RSEQALLOC_DECAY_MS=100 pre "$bin/exit" idle
 check "an idle program has no thread of ours once its memory went back" $?
+
+# Huge requests and the heap's ceiling (not under valgrind, which keeps its
+# own address-space map): glibc is the oracle, in this run.
+if [ "$mode" != valgrind ]; then
+    for limit in unlimited 3000000; do
+        (ulimit -v "$limit" && "$bin/limits" huge) >"$work/huge.glibc" 2>&1
+        (ulimit -v "$limit" && pre "$bin/limits" huge) >"$work/huge.ours" 2>&1
+        grep -q "^posix_memalign" "$work/huge.ours" && cmp -s "$work/huge.glibc" "$work/huge.ours"
+        check "huge requests (ulimit -v $limit): the same NULLs and errnos as glibc ($(grep -c NULL "$work/huge.ours") NULL)" $?
+        [ -s "$work/huge.ours" ] && ! cmp -s "$work/huge.glibc" "$work/huge.ours" && diff "$work/huge.glibc" "$work/huge.ours" | head -n 8
+    done
+    # Under ulimit -v, small, medium and mapped blocks must reach at least
+    # 85% of what glibc reaches (the rest is size-class rounding), and
+    # again after freeing them all.
+    for size in 64 20000 300000; do
+        glibc=$( (ulimit -v 3000000 && "$bin/limits" fill "$size") 2>&1)
+        ours=$( (ulimit -v 3000000 && pre "$bin/limits" fill "$size") 2>&1)
+        read -r g_first _ <<<"$(sed -E 's/^reached ([0-9]+) MiB.*again ([0-9]+) MiB$/\1 \2/' <<<"$glibc")"
+        read -r o_first o_again <<<"$(sed -E 's/^reached ([0-9]+) MiB.*again ([0-9]+) MiB$/\1 \2/' <<<"$ours")"
+        [[ "$o_first" =~ ^[0-9]+$ && "$g_first" =~ ^[0-9]+$ ]] && grep -q "errno ENOMEM" <<<"$ours" &&
+            [ $((o_first * 100)) -ge $((g_first * 85)) ] && [ $((o_again * 100)) -ge $((o_first * 95)) ]
+        check "ulimit -v 3000000, $size-byte blocks: $o_first MiB (again ${o_again:-?}), glibc $g_first MiB" $?
+    done
+fi
 
 # Bad input: one child per mistake.
 expect_abort() { # expect_abort KIND CALL REASON [ENV...]
