@@ -19,7 +19,8 @@
 //!   own data equals the stamp only by a 2⁻⁶⁴ accident: the secret is random
 //!   per process (`AT_RANDOM`) and the stamp depends on the address;
 //! - **every double free, in checked mode** (`RSEQALLOC_CHECK=1`): one bit
-//!   per 16 bytes of arena (1/128 of it, mapped lazily) says which object
+//!   per 16 bytes of the arena's window (1/128 of it, a sparse mapping whose
+//!   pages exist only where the heap is) says which object
 //!   starts are handed out, flipped atomically by every C allocation and
 //!   free, so a free of a block that is not handed out is reported whatever
 //!   happened in between.
