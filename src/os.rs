@@ -96,7 +96,7 @@ pub fn memory_total() -> Option<u64> {
     };
     set_errno(saved);
     let unit = u64::from(info.mem_unit.max(1));
-    ok.then(|| (info.totalram as u64).saturating_add(info.totalswap as u64).saturating_mul(unit))
+    ok.then(|| info.totalram.saturating_add(info.totalswap).saturating_mul(unit))
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two ≥ OS_PAGE), read-write

@@ -71,9 +71,11 @@ const MAX_RESERVATION: usize = 1 << 30;
 /// The window's bounds (module doc).
 const MIN_WINDOW: usize = 1 << 30;
 const MAX_WINDOW: usize = 1 << 46;
-/// The window without an address-space limit when the kernel does not say
-/// how much memory there is.
+/// The least window without an address-space limit, and the window when the
+/// kernel does not say how much memory there is.
 const DEFAULT_WINDOW: usize = 1 << 40;
+// Span lists link spans by granule number + 1 in a u32.
+const _: () = assert!(MAX_WINDOW / GRANULE < u32::MAX as usize);
 
 /// Class-map byte of a medium run's granules after the first.
 const RUN_BODY: u8 = 0x80;
