@@ -14,7 +14,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-PROGS="larson xmalloc cache_scratch cache_thrash mstress rptest alloc_test thread_churn"
+PROGS="larson xmalloc cache_scratch cache_thrash mstress rptest alloc_test thread_churn big_blocks"
 fail=0
 run() { # name cmd...
   name=$1; shift
