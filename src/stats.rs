@@ -415,26 +415,66 @@ pub enum Report {
 /// Writes a snapshot to stderr without allocating, headed by this
 /// process's pid and program name, so that reports from the processes of a
 /// forking program can be told apart (`RSEQALLOC_STATS` at exit,
-/// `malloc_stats`).
+/// `malloc_stats`). The report is formatted in a mapping of its own and
+/// written with one `write(2)`, so that reports of processes exiting at the
+/// same moment do not interleave (a pipe keeps up to 4 KiB in one piece, a
+/// file opened for appending the whole write); where the mapping is
+/// refused it goes out in pieces.
 #[cfg(rseqalloc_percpu)]
 pub fn report(format: Report) {
+    /// Room for a report: about 150 bytes per cache, far less in all.
+    const BYTES: usize = 1 << 20;
     let stats = snapshot();
-    let pid = os::pid();
-    let program = os::program_name();
-    let mut line = Line::new();
-    let _ = match format {
-        Report::Text => writeln!(line, "rseqalloc stats, pid {pid} ({}):\n{stats}", program.escape_debug()),
-        Report::Json => write!(line, "{{\"pid\":{pid},\"program\":")
-            .and_then(|_| write_json_str(&mut line, program))
-            .and_then(|_| {
-                for (name, value) in stats.fields() {
-                    write!(line, ",\"{name}\":")?;
-                    write_json(&mut line, &value)?;
-                }
-                writeln!(line, "}}")
-            }),
-    };
-    line.flush();
+    let mapping = os::map(BYTES);
+    if mapping.is_null() {
+        let mut line = Line::new();
+        let _ = write_report(&mut line, &stats, format);
+        line.flush();
+        return;
+    }
+    // SAFETY: a fresh read-write mapping of BYTES bytes that only this call
+    // knows about.
+    let mut out = Buffer { bytes: unsafe { core::slice::from_raw_parts_mut(mapping, BYTES) }, len: 0 };
+    let _ = write_report(&mut out, &stats, format); // a full buffer keeps what fit
+    os::write_stderr(&out.bytes[..out.len]);
+    // SAFETY: the mapping is ours, and `out` is not used after this.
+    unsafe { os::unmap(mapping, BYTES) };
+}
+
+#[cfg(rseqalloc_percpu)]
+fn write_report(out: &mut impl Write, stats: &Stats, format: Report) -> fmt::Result {
+    let (pid, program) = (os::pid(), os::program_name());
+    match format {
+        Report::Text => writeln!(out, "rseqalloc stats, pid {pid} ({}):\n{stats}", program.escape_debug()),
+        Report::Json => {
+            write!(out, "{{\"pid\":{pid},\"program\":")?;
+            write_json_str(out, program)?;
+            for (name, value) in stats.fields() {
+                write!(out, ",\"{name}\":")?;
+                write_json(out, &value)?;
+            }
+            writeln!(out, "}}")
+        }
+    }
+}
+
+/// Formatted text in borrowed memory; writes past its end fail and keep
+/// what fit.
+#[cfg(rseqalloc_percpu)]
+struct Buffer<'a> {
+    bytes: &'a mut [u8],
+    len: usize,
+}
+
+#[cfg(rseqalloc_percpu)]
+impl Write for Buffer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(rseqalloc_percpu)]

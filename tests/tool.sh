@@ -92,6 +92,13 @@ missing=$(for v in $vars; do grep -qE "^\| \`$v\` \|" README.md || echo "$v"; do
 [ -z "$missing" ]
 check "README's configuration table lists every variable${missing:+ (missing: $missing)}" $?
 
+wrong=$(for v in $vars; do
+    want=$(sed -n "s/^  $v (default \(.*\))\$/\1/p" "$work/help")
+    grep -qF "| \`$v\` | \`$want\` |" README.md || echo "$v"
+done)
+[ -z "$wrong" ]
+check "README's defaults are the library's${wrong:+ (differ: $wrong)}" $?
+
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ "$(bin/rseqalloc-run --version)" = "rseqalloc-run $version" ]
 check "--version prints Cargo.toml's version ($version)" $?
