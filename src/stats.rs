@@ -1,12 +1,12 @@
 //! Statistics: a snapshot of the counters every layer keeps, and the
-//! reports (text or one JSON object, each headed by pid and program) that
-//! write through a fixed stack buffer so they never allocate.
+//! reports (text or one JSON object, each headed by pid and program),
+//! formatted without allocating.
 //!
 //! Hot-path counters cost nothing extra on the fast path beyond one
 //! non-atomic increment of a per-CPU word inside each section; restarts are
 //! counted on the abort path only; everything else on slow paths. On a
-//! target without the per-CPU path the snapshot is [`Stats::forwarding`]:
-//! the mode says so and every counter is zero.
+//! target without the per-CPU path the snapshot is `Stats::empty` in
+//! `Mode::Forward`: the mode says so and every counter is zero.
 
 use core::fmt;
 #[cfg(rseqalloc_percpu)]
