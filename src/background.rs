@@ -25,10 +25,12 @@
 //! last thread returned. A signal sent to the process in between (it stays
 //! pending: the thread blocks every signal, so that the program's handlers
 //! never run on it) ends with the process, as one sent after the last
-//! thread returned does without us. A process that never started a thread gets none from us (it
-//! could not `unshare(CLONE_NEWUSER)` or `setns` into a user namespace any
-//! more), nor does one that has only one thread when the heap calls for
-//! ours, nor one without /proc, where the thread could not count.
+//! thread returned does without us.
+//!
+//! A process that never started a thread gets none from us (it could not
+//! `unshare(CLONE_NEWUSER)` or `setns` into a user namespace any more), nor
+//! does one that has only one thread when the heap calls for ours, nor one
+//! without /proc, where the thread could not count.
 //!
 //! Without the thread (single-threaded, `RSEQALLOC_BACKGROUND=0`, below the
 //! threshold, or after it left), the slow paths that hand granules back run
@@ -47,7 +49,7 @@ const START_FREE_BACKED: u64 = 4 << 20;
 /// Longest time between ticks.
 const MAX_TICK_NS: u64 = 1_000_000_000;
 /// How often the thread checks that it is not the process's last thread
-/// (one `stat`), and how often a process that may not start it is asked
+/// (one read of `/proc/self/stat`), and how often a process that may not start it is asked
 /// again: the delay between the program's last thread returning and the
 /// process's exit, at worst.
 const CHECK_NS: u64 = 100_000_000;
