@@ -94,8 +94,9 @@ static void free_blocks(void) {
     for (int i = 0; i < BLOCKS; i++) free(blocks[i]);
 }
 
-static void *sleeper(void *arg) {
-    (void)arg;
+/* Sleeps 0.3 s and returns; with a barrier, only once main reached it. */
+static void *sleeper(void *barrier) {
+    if (barrier) pthread_barrier_wait(barrier);
     pause_ms(300);
     return NULL;
 }
@@ -164,12 +165,17 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, short_worker, NULL);
         pthread_join(t, NULL);
     }
-    pthread_create(&t, NULL, strcmp(mode, "pending") == 0 ? sleep_then_signal : sleeper, NULL);
+    /* The worker's 0.3 s start once main has seen our thread (which can
+     * take longer than that under valgrind). */
+    static pthread_barrier_t seen;
+    pthread_barrier_init(&seen, NULL, 2);
+    pthread_create(&t, NULL, strcmp(mode, "pending") == 0 ? sleep_then_signal : sleeper, &seen);
     free_blocks();
     for (int i = 0; threads("rseqalloc-bg") != 1; i++) {
-        if (i == 200) { printf("the background thread never started\n"); return 3; }
+        if (i == 2000) { printf("the background thread never started\n"); return 3; }
         pause_ms(1);
     }
+    pthread_barrier_wait(&seen);
     if (strcmp(mode, "idle") == 0) {
         pthread_join(t, NULL);
         double start = now(); /* checks seldom: each allocates, which is activity */
