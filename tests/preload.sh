@@ -9,7 +9,8 @@
 #   single-threaded program, whose freed memory still goes back to the OS);
 # - limits: tests/c/limits.c, huge requests with and without `ulimit -v`
 #   (output identical to glibc's), and blocks filled up to `ulimit -v`
-#   (at least 85% of what glibc reaches);
+#   (at least 85% of what glibc reaches), and bad pointers judged in a heap
+#   spread over several reservations;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
 # - real programs (not under valgrind): python3 with threads, sqlite3, git,
@@ -115,6 +116,16 @@ if [ "$mode" != valgrind ]; then
         [[ "$o_first" =~ ^[0-9]+$ && "$g_first" =~ ^[0-9]+$ ]] && grep -q "errno ENOMEM" <<<"$ours" &&
             [ $((o_first * 100)) -ge $((g_first * 85)) ] && [ $((o_again * 100)) -ge $((o_first * 95)) ]
         check "ulimit -v 3000000, $size-byte blocks: $o_first MiB (again ${o_again:-?}), glibc $g_first MiB" $?
+    done
+    # Bad pointers in the newest of several reservations are judged as in
+    # the first: one line, SIGABRT.
+    for case in "interior:interior pointer" "interior-medium:interior pointer" "double:double free" \
+        "foreign:not allocated by rseqalloc"; do
+        kind=${case%%:*} reason=${case#*:}
+        status=$({ pre "$bin/limits" grown "$kind" >"$work/grown.out" 2>"$work/grown.err"; echo $?; } 2>/dev/null)
+        [ "$status" -eq 134 ] && grep -q "^blocks spread over" "$work/grown.out" && ! grep -q survived "$work/grown.out" &&
+            grep -qE "^rseqalloc: free\(\): invalid pointer 0x[0-9a-f]+: $reason" "$work/grown.err"
+        check "bad input $kind across reservations (ulimit -v 1000000): '$reason', SIGABRT (status $status)" $?
     done
 fi
 

@@ -8,6 +8,13 @@
  *                     returns NULL, then frees them all and does it again;
  *                     prints "reached N MiB, errno E; again M MiB". Run under
  *                     `ulimit -v`: the preloaded N must come near glibc's.
+ *   limits grown KIND re-runs itself under a 1 GB address-space limit (so
+ *                     the heap grows by reservations of 1/16 of it), spreads
+ *                     160 MiB of blocks over several reservations, then frees
+ *                     one bad pointer in the newest: KIND is interior,
+ *                     interior-medium, double or foreign (a mapping placed
+ *                     among the reservations). Preloaded, each must be
+ *                     reported and abort, as in the first reservation.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -15,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 static void show(const char *what, void *p) {
     printf("%-40s %s errno=%s\n", what, p ? "non-NULL" : "NULL", errno == ENOMEM ? "ENOMEM" : errno == EINVAL ? "EINVAL" : errno ? "other" : "0");
@@ -102,7 +112,54 @@ static void drain(void *chain) {
     }
 }
 
+static int grown(char **argv) {
+    const char *kind = argv[2];
+    if (!getenv("LIMITS_GROWN")) {
+        /* The allocator reads the limit when it starts: set it, run again. */
+        struct rlimit as = {1000000000, 1000000000};
+        if (setrlimit(RLIMIT_AS, &as) || setenv("LIMITS_GROWN", "1", 1))
+            return 3;
+        execv("/proc/self/exe", argv);
+        return 3;
+    }
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    char *last = NULL, *medium;
+    for (size_t bytes = 0; bytes < (size_t)160 << 20; bytes += 4000) {
+        last = malloc(4000);
+        if (!last)
+            return 4;
+        last[0] = 1;
+        lo = (uintptr_t)last < lo ? (uintptr_t)last : lo;
+        hi = (uintptr_t)last > hi ? (uintptr_t)last : hi;
+    }
+    medium = malloc(200000);
+    if (!medium)
+        return 4;
+    printf("blocks spread over %zu MiB\n", (size_t)(hi - lo) >> 20);
+    fflush(stdout);
+    /* Each reservation is at most 1/16 of the limit (60 MiB): a spread of
+     * 128 MiB crosses at least three. */
+    if (hi - lo < (size_t)128 << 20)
+        return 5;
+    if (!strcmp(kind, "interior"))
+        free(last + 16);
+    else if (!strcmp(kind, "interior-medium"))
+        free(medium + 65536);
+    else if (!strcmp(kind, "double")) {
+        free(last);
+        free(last);
+    } else if (!strcmp(kind, "foreign")) {
+        char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        free(m + 4096);
+    } else
+        return 2;
+    puts("survived");
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "grown"))
+        return grown(argv);
     if (argc == 2 && !strcmp(argv[1], "huge")) {
         huge();
         return 0;
@@ -122,6 +179,6 @@ int main(int argc, char **argv) {
                again * size >> 20);
         return 0;
     }
-    fprintf(stderr, "usage: limits huge | limits fill SIZE\n");
+    fprintf(stderr, "usage: limits huge | limits fill SIZE | limits grown KIND\n");
     return 2;
 }
