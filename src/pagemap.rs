@@ -19,10 +19,11 @@
 //!    aged        bit i set: free and backed by pages at the chunk's last decay visit
 //! ```
 //!
-//! The window is fixed at init: twice the address-space limit (`ulimit -v`)
-//! rounded up to a power of two, or without a limit eight times RAM plus
-//! swap (at least 1 TiB), so the heap can grow to whatever the process may
-//! map. Only the first reservation exists at first; when its chunks are all
+//! The window is fixed at init: twice the address-space limit in force
+//! (`ulimit -v`) rounded up to a power of two, or without a limit eight
+//! times RAM plus swap (at least 1 TiB), so the heap can grow to whatever
+//! the process may map, while the tables (about 1/2000 of the window) stay a
+//! small part of a limit. (A limit raised later does not widen it.) Only the first reservation exists at first; when its chunks are all
 //! committed, the next one is placed just below the lowest (where the
 //! kernel's top-down placement leaves room), or wherever the kernel puts it
 //! inside the window; mappings of others in between are simply granules
