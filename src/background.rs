@@ -124,7 +124,8 @@ pub fn forget_thread() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut last_tick = os::now_ns();
     loop {
-        os::sleep_ns(CHECK_NS);
+        // A decay shorter than the check keeps its own pace.
+        os::sleep_ns(tick_ns().min(CHECK_NS));
         match os::thread_count() {
             Some(n) if n > 1 => {}
             // The last thread (or one that can no longer count): the slow
@@ -136,13 +137,20 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             }
         }
         let now = os::now_ns();
-        let decay = DECAY_NS.load(Ordering::Relaxed);
-        if now.saturating_sub(last_tick) >= if decay == 0 { MAX_TICK_NS } else { decay.min(MAX_TICK_NS) } {
+        if now.saturating_sub(last_tick) >= tick_ns() {
             last_tick = now;
             if !tick(now) && !stays_when_idle() {
                 return core::ptr::null_mut();
             }
         }
+    }
+}
+
+/// The time between ticks: the decay period, at most `MAX_TICK_NS`.
+fn tick_ns() -> u64 {
+    match DECAY_NS.load(Ordering::Relaxed) {
+        0 => MAX_TICK_NS,
+        decay => decay.min(MAX_TICK_NS),
     }
 }
 
