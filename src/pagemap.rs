@@ -144,7 +144,7 @@ struct PageHeap {
     reserved_end: usize,
     /// Bytes the next reservation asks for.
     step: usize,
-    /// The chunk the next `release_aged` visit starts at.
+    /// Where the next `release_aged` visit starts (a `Visit` number).
     cursor: usize,
     /// No chunk below this has a free granule.
     lowest_free: usize,
@@ -445,11 +445,8 @@ fn set_class(g: usize, n: usize, byte: u8) {
 /// backed) and returns how many bytes that was: the primitive under
 /// `release()` and `malloc_trim`.
 pub fn release_free() -> usize {
-    let (lo, hi) = {
-        let heap = HEAP.lock();
-        (heap.lo, heap.hi)
-    };
-    (lo..hi).map(|c| release_in_chunk(c, |backed, _aged| backed)).sum()
+    let visit = Visit::of(&HEAP.lock());
+    (0..visit.len).map(|i| release_in_chunk(visit.chunk(i), |backed, _aged| backed)).sum()
 }
 
 /// One step of the time-based decay: visits up to `max_chunks` chunks (round
@@ -457,18 +454,48 @@ pub fn release_free() -> usize {
 /// since the chunk's last visit, and remembers which are free now. Call it
 /// at most once per decay period. Returns the bytes given back.
 pub fn release_aged(max_chunks: usize) -> usize {
-    let (lo, first, visit, len) = {
+    let (visit, first, count) = {
         let mut heap = HEAP.lock();
-        let (lo, len) = (heap.lo, heap.hi - heap.lo);
-        if len == 0 {
+        let visit = Visit::of(&heap);
+        if visit.len == 0 {
             return 0;
         }
-        let first = heap.cursor.saturating_sub(lo) % len;
-        let visit = max_chunks.min(len);
-        heap.cursor = lo + (first + visit) % len;
-        (lo, first, visit, len)
+        let first = heap.cursor % visit.len;
+        let count = max_chunks.min(visit.len);
+        heap.cursor = (first + count) % visit.len;
+        (visit, first, count)
     };
-    (first..first + visit).map(|i| release_in_chunk(lo + i % len, |backed, aged| backed & aged)).sum()
+    (first..first + count).map(|i| release_in_chunk(visit.chunk(i % visit.len), |backed, aged| backed & aged)).sum()
+}
+
+/// The chunks that may hold free granules, numbered `0..len`: `[lo, hi)`
+/// less the newest reservation's chunks not yet committed (up to a whole
+/// reservation, which the decay's bounded steps would otherwise spend their
+/// visits on). A snapshot: a chunk committed since is visited next time.
+#[derive(Clone, Copy)]
+struct Visit {
+    lo: usize,
+    len: usize,
+    /// The first uncommitted chunk, and how many follow it.
+    gap: usize,
+    skip: usize,
+}
+
+impl Visit {
+    fn of(heap: &PageHeap) -> Visit {
+        let skip = heap.reserved_end - heap.next_commit;
+        Visit { lo: heap.lo, len: heap.hi - heap.lo - skip, gap: heap.next_commit, skip }
+    }
+
+    /// The `i`th chunk (i < len).
+    fn chunk(self, i: usize) -> usize {
+        let c = self.lo + i;
+        if c >= self.gap {
+            c + self.skip
+        } else {
+            c
+        }
+    }
 }
 
 /// Gives back the granules of chunk `c` that `pick(backed, aged)` selects
@@ -755,6 +782,24 @@ mod tests {
                 .fold(0u32, |m, i| m | 1 << i);
             prop_assert_eq!(run_starts(free, n, align), want);
         }
+    }
+
+    #[test]
+    fn a_visit_skips_the_uncommitted_chunks_of_the_newest_reservation() {
+        // Reservations [10, 16) (newest, committed up to 12) and [16, 30).
+        let heap = PageHeap {
+            chunks: core::ptr::null_mut(),
+            lo: 10,
+            hi: 30,
+            next_commit: 12,
+            reserved_end: 16,
+            step: 0,
+            cursor: 0,
+            lowest_free: 0,
+        };
+        let visit = Visit::of(&heap);
+        let chunks: std::vec::Vec<usize> = (0..visit.len).map(|i| visit.chunk(i)).collect();
+        assert_eq!(chunks, (10..12).chain(16..30).collect::<std::vec::Vec<_>>());
     }
 
     #[cfg(not(feature = "capi"))]
