@@ -217,21 +217,21 @@ fn a_stream_of_big_blocks_reuses_memory() {
 /// In a child with a 200 ms decay and no background thread: a cached
 /// mapping unused for a decay period is unmapped by the next large free.
 fn the_cache_decays_without_the_background_thread() {
-    let a = alloc(4 * MIB);
-    let b = alloc(4 * MIB);
-    free(a, 4 * MIB);
+    let a = alloc(2 * MIB);
+    let b = alloc(2 * MIB);
+    free(a, 2 * MIB);
     let s = rseqalloc::stats();
-    assert!(s.large_cached_bytes >= 4 * MIB as u64, "the freed mapping is cached");
+    assert!(s.large_cached_bytes >= 2 * MIB as u64, "the freed mapping is cached");
     assert!(!s.background_thread);
     std::thread::sleep(Duration::from_millis(300));
-    free(b, 4 * MIB);
+    free(b, 2 * MIB);
     let after = rseqalloc::stats();
     assert!(
-        after.large_cached_bytes < 5 * MIB as u64,
+        after.large_cached_bytes < 3 * MIB as u64,
         "the aged mapping stayed cached: {} bytes",
         after.large_cached_bytes
     );
-    assert!(after.bytes_mapped + 4 * MIB as u64 <= s.bytes_mapped, "the aged mapping was not unmapped");
+    assert!(after.bytes_mapped + 2 * MIB as u64 <= s.bytes_mapped, "the aged mapping was not unmapped");
 }
 
 fn main() {
