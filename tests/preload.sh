@@ -79,7 +79,9 @@ fi
 # Exit: the allocator never keeps a process alive (glibc exits these in
 # 0.3 s, when the worker returns; SIGKILL after 10 s, since a process our
 # thread kept alive ignores SIGTERM).
-if [ "$mode" = valgrind ]; then exit_bound=8000; else exit_bound=2000; fi
+# The bound only has to tell "exits" from "kept alive until SIGKILL": a
+# loaded machine stretched a 0.37 s exit past 2 s once.
+if [ "$mode" = valgrind ]; then exit_bound=8000; else exit_bound=5000; fi
 for how in before during pending; do
     start=$(date +%s%N)
     timeout -s KILL 10 env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$bin/exit" "$how"
