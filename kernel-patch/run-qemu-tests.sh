@@ -3,7 +3,7 @@
 #
 # Build Debian's linux-source-6.12 with the restart-regions series, boot it
 # under QEMU (TCG) with 2 and then 4 vCPUs, and run in the guest:
-#   - the kernel selftest tools/testing/selftests/rseq_regions (from the series),
+#   - the kernel selftest tools/testing/selftests/rseq/regions_test (from the series),
 #   - rseqalloc's own tests stress_restarts, global_alloc and region_mode
 #     (cargo, static), each in region mode and in mainline mode
 #     (RSEQALLOC_MODE=mainline), the mode asserted with RSEQALLOC_EXPECT_MODE;
@@ -12,7 +12,7 @@
 # Ends with one line "N passed, N failed"; exits non-zero on any failure,
 # including a timeout, a kernel panic or a missing result.
 #
-# Why each choice (see /work/shared/reference/kernel-boot.md for the numbers):
+# Why each choice:
 #   tinyconfig + qemu.config: 2-5 min to build instead of 15-20 for defconfig;
 #   TCG, not KVM: KVM here is PVM, which cannot run a stock kernel;
 #   -smp N,sockets=N: without ACPI, SeaBIOS's MP table lists one CPU per socket;
@@ -29,15 +29,21 @@
 #   TIMEOUT [300]     seconds per boot, QEMU is killed after that
 #   RR_ITERS [1000000] operations per worker thread in the selftest
 #   JOBS [nproc+1]    make -j
-#   KSRC_PIN [6.12.117-1~deb12u1] preferred linux-source-6.12 version
+#   KSRC_PIN [6.12.117-1~deb12u1] the linux-source-6.12 version the series is
+#                     made against; another installed version is an error
+#   DEBUG [0]         1: build and boot the debug kernel (qemu-debug.config:
+#                     lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, KASAN, UBSAN_BOUNDS);
+#                     slower, so not part of .ci/run; run it before landing
+#                     kernel changes: sudo DEBUG=1 kernel-patch/run-qemu-tests.sh
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 KCACHE=${KCACHE:-/var/cache/rseqalloc-kernel}
-WORK=${WORK:-/var/tmp/rseqalloc-kernel-work}
+WORK=${WORK:-/var/tmp/rseqalloc-kernel-work$([ "${DEBUG:-0}" = 1 ] && echo -debug)}
 SMP_LIST=${SMP_LIST:-"2 4"}
-TIMEOUT=${TIMEOUT:-300}
+DEBUG=${DEBUG:-0}
+TIMEOUT=${TIMEOUT:-$([ "$DEBUG" = 1 ] && echo 900 || echo 300)}
 RR_ITERS=${RR_ITERS:-1000000}
 JOBS=${JOBS:-$(($(nproc) + 1))}
 KSRC_PKG=linux-source-6.12
@@ -104,19 +110,29 @@ install_deps() {
 	fi
 	if ! installed "$KSRC_PKG"; then
 		apt_update
-		log "installing $KSRC_PKG (preferring $KSRC_PIN)"
-		# The security archive drops old versions after a while: fall
-		# back to the newest one; the patches apply with fuzz.
+		log "installing $KSRC_PKG=$KSRC_PIN"
+		# Only the pinned version: the series is made against it and
+		# applies without fuzz. Once the security archive drops it,
+		# snapshot.debian.org still has it.
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			"$KSRC_PKG=$KSRC_PIN" >/dev/null 2>&1 ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			"$KSRC_PKG" >/dev/null || die "cannot install $KSRC_PKG"
+			"$KSRC_PKG=$KSRC_PIN" >/dev/null ||
+			die "cannot install $KSRC_PKG=$KSRC_PIN (snapshot.debian.org has it)"
 	fi
+	[ "$(dpkg-query -W -f='${Version}' "$KSRC_PKG")" = "$KSRC_PIN" ] ||
+		die "$KSRC_PKG $(dpkg-query -W -f='${Version}' "$KSRC_PKG") is installed; the series is made against $KSRC_PIN"
+
 	installed qemu-system-x86 || install_qemu || die "cannot install qemu-system-x86"
 	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found"
 }
 
 patches() { grep -v '^\s*\(#\|$\)' "$HERE/series" | sed "s|^|$HERE/|"; }
+
+# The config fragments: qemu.config, plus qemu-debug.config with DEBUG=1.
+fragments() {
+	echo "$HERE/qemu.config"
+	[ "$DEBUG" = 1 ] && echo "$HERE/qemu-debug.config"
+	return 0
+}
 
 # Everything the cached kernel and selftest binary depend on: the code that
 # builds them (the functions, not the whole script, so that changing how
@@ -127,7 +143,8 @@ cache_key() {
 		echo "src $KSRC_VER"
 		patches | xargs cat
 		cat "$HERE/qemu.config"
-		declare -f patches check_config build_kernel
+		[ "$DEBUG" = 1 ] && cat "$HERE/qemu-debug.config"
+		declare -f patches fragments check_config build_kernel
 		declare -p KBUILD_ENV
 		gcc --version | head -1
 		dpkg-query -W -f='${Version}\n' libc6
@@ -145,7 +162,7 @@ check_config() {
 			opt=${line#\# }; opt=${opt%% *}
 			grep -q "^$opt=" "$cfg" && { echo "config: $opt should be unset"; bad=1; } ;;
 		esac
-	done < "$HERE/qemu.config"
+	done < <(fragments | xargs cat)
 	return $bad
 }
 
@@ -158,24 +175,27 @@ build_kernel() {
 	tar -C "$WORK/src" -xf "$KSRC_TAR" || die "unpack failed"
 	for p in $(patches); do
 		log "applying $(basename "$p")"
-		patch -d "$src" -p1 --forward --quiet < "$p" || die "patch $(basename "$p") does not apply"
+		patch -d "$src" -p1 --forward --quiet --fuzz=0 --no-backup-if-mismatch < "$p" ||
+			die "patch $(basename "$p") does not apply without fuzz"
 	done
-	log "configuring: tinyconfig + qemu.config"
+	log "configuring: tinyconfig + $(fragments | xargs -n1 basename | tr '\n' ' ')"
 	make -C "$src" -s ARCH=x86_64 O="$build" tinyconfig >/dev/null || die "tinyconfig failed"
-	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "$HERE/qemu.config" >/dev/null ||
+	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" $(fragments) >/dev/null ||
 		die "merge_config failed"
 	make -C "$src" -s ARCH=x86_64 O="$build" olddefconfig >/dev/null || die "olddefconfig failed"
 	check_config "$build/.config" || die "config fragment options lost, see above"
 	log "make vmlinux -j$JOBS (log: $build/make.log)"
 	env "${KBUILD_ENV[@]}" make -C "$src" ARCH=x86_64 O="$build" -j"$JOBS" vmlinux > "$build/make.log" 2>&1 ||
 		{ tail -30 "$build/make.log"; die "kernel build failed"; }
-	log "headers_install + selftests/rseq_regions"
+	log "headers_install + selftests/rseq/regions_test"
 	make -C "$src" -s ARCH=x86_64 O="$build" headers_install INSTALL_HDR_PATH="$WORK/hdr" >/dev/null ||
 		die "headers_install failed"
 	mkdir -p "$WORK/selftests"
-	make -C "$src/tools/testing/selftests/rseq_regions" -s OUTPUT="$WORK/selftests" \
-		KHDR_INCLUDES="-isystem $WORK/hdr/include" LDFLAGS=-static >/dev/null ||
-		die "selftest build failed"
+	# Static, for the bare initramfs (glibc warns about dlsym in rseq.c).
+	make -C "$src/tools/testing/selftests/rseq" -s OUTPUT="$WORK/selftests" \
+		KHDR_INCLUDES="-isystem $WORK/hdr/include" LDFLAGS=-static \
+		"$WORK/selftests/regions_test" 2> "$WORK/selftests/build.log" >/dev/null ||
+		{ cat "$WORK/selftests/build.log"; die "selftest build failed"; }
 	tmp=$(mktemp -d "$KCACHE/.tmp.XXXXXX")
 	strip -o "$tmp/vmlinux" "$build/vmlinux"
 	cp "$build/.config" "$tmp/config"
@@ -278,7 +298,8 @@ make_initramfs() {
 	local dir=$WORK/initramfs name path
 	rm -rf "$dir" && mkdir -p "$dir"/{tests,proc,sys,dev}
 	gcc -O2 -Wall -static -o "$dir/init" "$HERE/init.c" || die "init.c build failed"
-	cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions"
+	# qemu.config sets CONFIG_DEBUG_RSEQ, which the selftest then checks.
+	cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions@RR_EXPECT_DEBUG_RSEQ=1"
 	local n=20 bench i
 	while read -r name path; do
 		case $name in
@@ -299,6 +320,11 @@ make_initramfs() {
 	(cd "$dir" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio" || die "cpio failed"
 	ls "$dir/tests" > "$WORK/expected-tests.txt"
 }
+
+# A kernel log line that fails the run: panics, BUG (KASAN reports and
+# sleeping in atomic context among them), WARNING (lockdep and RCU
+# splats among them), UBSAN reports, any stack dump.
+SPLAT='Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection|UBSAN:|KASAN:|Call Trace:|lockdep is turned off|INFO: task .* blocked'
 
 PASSED=0 FAILED=0 SKIPPED=0
 result() { # status name detail
@@ -379,8 +405,8 @@ boot() {
 		esac
 	done < "$WORK/expected-tests.txt"
 	modebench "$smp" "$log"
-	if grep -qE "Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection" "$log"; then
-		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E 'Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection' "$log")"
+	if grep -qE "$SPLAT" "$log"; then
+		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E "$SPLAT" "$log")"
 	elif ! grep -q "^KTEST-DONE" "$log"; then
 		result FAIL "kernel-log@smp$smp" "init did not finish"
 	else
