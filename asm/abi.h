@@ -80,11 +80,12 @@
 #define NUM_SECTIONS 14
 
 /* prctl(2) restart regions (kernel-patch/, include/uapi/linux/prctl.h):
- * the option ("RSEQ"), its QUERY and SET_TABLE operations, and the size of
- * struct rseq_region {start, post_commit, restart, flags}. */
-#define PR_RSEQ_REGIONS 0x52534551
-#define PR_RSEQ_REGIONS_QUERY 0
-#define PR_RSEQ_REGIONS_SET_TABLE 1
+ * the option, its QUERY, ADD and REMOVE operations (flags in arg5, 0), and
+ * the size of struct rseq_region {size, sig, start, post_commit, restart}. */
+#define PR_RSEQ_REGIONS 74
+#define PR_RSEQ_REGIONS_QUERY 1
+#define PR_RSEQ_REGIONS_ADD 2
+#define PR_RSEQ_REGIONS_REMOVE 3
 #define RSEQ_REGION_SIZE 32
 
 #endif

@@ -1,18 +1,20 @@
-//! Region mode (issue 5): registers our critical sections with the patched
-//! kernel's per-process restart regions, once.
+//! Region mode (issue 5): adds our critical sections to the patched
+//! kernel's restart regions, once, and only ours.
 //!
 //! Whether the region copies run was decided while the loader relocated the
 //! program (`super::resolve`). Init asks that decision again and, if the
-//! region copies were chosen, registers the table (`register`) before it
-//! publishes the regions to the sections: until then every section misses,
-//! so none can run unprotected.
+//! region copies were chosen, adds our regions (`register`) before it
+//! publishes the per-CPU regions to the sections: until then every section
+//! misses, so none can run unprotected.
 //!
-//! The kernel's table is one per process and replaced as a whole
-//! (kernel-patch/0001): a second copy of rseqalloc in the same process
-//! (a `#[global_allocator]` program that also preloads librseqalloc.so) would
-//! replace ours. TODO: the series has no "add to the table" operation yet.
+//! Each region is added on its own and is known to the kernel by its start
+//! address (kernel-patch/0001), so another copy of rseqalloc in the same
+//! process (a `#[global_allocator]` program that also preloads
+//! librseqalloc.so), or any other library with regions, adds and removes
+//! its own beside ours. When our text is unmapped (`dlclose`), the kernel
+//! drops our regions with it.
 
-use super::abi::{header as h, RseqCs};
+use super::abi::{header as h, RseqCs, RSEQ_SIG};
 use super::cs;
 use super::resolve::{syscall5, SYS_PRCTL};
 
@@ -20,40 +22,55 @@ use super::resolve::{syscall5, SYS_PRCTL};
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct RseqRegion {
+    /// `size_of::<RseqRegion>()`: the version of the structure we know.
+    size: u32,
+    /// The 4 bytes before `restart`, which the kernel checks.
+    sig: u32,
     start: u64,
     post_commit: u64,
     restart: u64,
-    flags: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<RseqRegion>() as i64 == h::RSEQ_REGION_SIZE);
 
-/// Registers every descriptor of our `__rseq_cs` part as a restart region
+/// `prctl(PR_RSEQ_REGIONS, op, arg, 0, 0)`: the kernel's return value.
+///
+/// # Safety
+/// `arg` is what `op` expects: for ADD, the address of a live
+/// `RseqRegion`; for REMOVE, a start address (not dereferenced).
+unsafe fn regions_prctl(op: i64, arg: i64) -> i64 {
+    // SAFETY: the caller vouches for `arg`; arg4 and the flags are 0.
+    unsafe { syscall5(SYS_PRCTL, h::PR_RSEQ_REGIONS, op, arg, 0, 0) }
+}
+
+/// Adds every descriptor of our `__rseq_cs` part as a restart region
 /// {start, start + post_commit_offset, abort_ip}: the region copies, which
 /// need it, and the mainline ones, which then restart the same way whether
 /// or not a descriptor is armed (the kernel applies an armed one first, and
-/// no abort handler lies in a region). Returns whether the kernel took it.
+/// no abort handler lies in a region). Each abort handler is preceded by
+/// `RSEQ_SIG`, which the kernel checks. Returns whether the kernel took all
+/// of them; if it refused one, the ones already added are removed again,
+/// and nobody else's are touched.
 pub fn register() -> bool {
     // SAFETY: the descriptors are static data emitted by the asm file,
     // relocated by now (init runs after relocation, unlike the resolvers).
     let descriptors: [RseqCs; cs::NUM_SECTIONS] = unsafe { cs::rseqalloc_rseq_cs };
-    let table = descriptors.map(|d| RseqRegion {
-        start: d.start_ip,
-        post_commit: d.start_ip + d.post_commit_offset,
-        restart: d.abort_ip,
-        flags: 0,
-    });
-    // SAFETY: the kernel copies `table` (NUM_SECTIONS entries) and keeps
-    // its own copy; the flags argument is 0.
-    let err = unsafe {
-        syscall5(
-            SYS_PRCTL,
-            h::PR_RSEQ_REGIONS,
-            h::PR_RSEQ_REGIONS_SET_TABLE,
-            table.as_ptr() as i64,
-            table.len() as i64,
-            0,
-        )
-    };
-    err == 0
+    for (added, d) in descriptors.iter().enumerate() {
+        let region = RseqRegion {
+            size: core::mem::size_of::<RseqRegion>() as u32,
+            sig: RSEQ_SIG,
+            start: d.start_ip,
+            post_commit: d.start_ip + d.post_commit_offset,
+            restart: d.abort_ip,
+        };
+        // SAFETY: ADD reads `region`, a live local, and keeps a copy.
+        if unsafe { regions_prctl(h::PR_RSEQ_REGIONS_ADD, &region as *const RseqRegion as i64) } != 0 {
+            for undo in &descriptors[..added] {
+                // SAFETY: REMOVE takes the start address as a plain number.
+                unsafe { regions_prctl(h::PR_RSEQ_REGIONS_REMOVE, undo.start_ip as i64) };
+            }
+            return false;
+        }
+    }
+    true
 }
