@@ -31,6 +31,13 @@
 #   JOBS [nproc+1]    make -j
 #   KSRC_PIN [6.12.117-1~deb12u1] the linux-source-6.12 version the series is
 #                     made against; another installed version is an error
+#   SCALE [0]         1: also run rseqalloc's sizing, release and model_remote
+#                     (remote fences) tests, in both modes; meant for large
+#                     boots: SCALE=1 SMP_LIST="2 4 16 64" TIMEOUT=3600
+#   PERF [0]          1: also run perf/perfbench in each boot: perf bench sched
+#                     pipe and messaging (hackbench) without regions, with
+#                     another process holding one, and in a process with one
+#                     (the host's /usr/bin/perf and its libraries are copied in)
 #   DEBUG [0]         1: build and boot the debug kernel (qemu-debug.config:
 #                     lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, KASAN, UBSAN_BOUNDS);
 #                     slower, so not part of .ci/run; run it before landing
@@ -43,6 +50,8 @@ KCACHE=${KCACHE:-/var/cache/rseqalloc-kernel}
 WORK=${WORK:-/var/tmp/rseqalloc-kernel-work$([ "${DEBUG:-0}" = 1 ] && echo -debug)}
 SMP_LIST=${SMP_LIST:-"2 4"}
 DEBUG=${DEBUG:-0}
+PERF=${PERF:-0}
+SCALE=${SCALE:-0}
 TIMEOUT=${TIMEOUT:-$([ "$DEBUG" = 1 ] && echo 900 || echo 300)}
 RR_ITERS=${RR_ITERS:-1000000}
 JOBS=${JOBS:-$(($(nproc) + 1))}
@@ -210,6 +219,7 @@ build_kernel() {
 # Prints one "name path" line per test binary found, then "mode_pair path"
 # for the benchmark; SKIP lines go to stderr.
 RUST_WANTED="region_mode global_alloc stress_restarts"
+[ "$SCALE" = 1 ] && RUST_WANTED+=" sizing release model_remote"
 build_rust_tests() {
 	local meta targets features args=() t json
 	if [ ! -f "$REPO/Cargo.toml" ]; then
@@ -317,6 +327,7 @@ make_initramfs() {
 			n=$((n + 10)) ;;
 		esac
 	done < "$WORK/rust-tests.txt"
+	[ "$PERF" = 1 ] && add_perfbench "$dir"
 	(cd "$dir" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio" || die "cpio failed"
 	ls "$dir/tests" > "$WORK/expected-tests.txt"
 }
@@ -325,6 +336,35 @@ make_initramfs() {
 # sleeping in atomic context among them), WARNING (lockdep and RCU
 # splats among them), UBSAN reports, any stack dump.
 SPLAT='Kernel panic|BUG:|WARNING:|Oops|Possible attack attempt|general protection|UBSAN:|KASAN:|Call Trace:|lockdep is turned off|INFO: task .* blocked'
+
+# perf/perfbench, the region helper library it preloads, and the host's
+# perf with the shared libraries and loader it needs.
+add_perfbench() {
+	local dir=$1 lib
+	command -v perf >/dev/null || die "PERF=1 needs perf (apt-get install linux-perf)"
+	gcc -O2 -Wall -static -o "$dir/tests/99-perfbench" "$HERE/perf/perfbench.c" 2>/dev/null ||
+		die "perfbench.c build failed"
+	mkdir -p "$dir/lib" "$dir/usr/bin" "$dir/tmp"
+	gcc -O2 -Wall -shared -fPIC -o "$dir/lib/regions_preload.so" "$HERE/perf/regions_preload.c" ||
+		die "regions_preload.c build failed"
+	cp "$(readlink -f "$(command -v perf)")" "$dir/usr/bin/perf"
+	for lib in $(ldd "$dir/usr/bin/perf" | grep -o '/[^ ]*'); do
+		mkdir -p "$dir$(dirname "$lib")"
+		cp -L "$lib" "$dir$lib"
+	done
+}
+
+# The PERFBENCH-SUMMARY lines of one boot; fails when perfbench did not finish.
+perfbench() {
+	local smp=$1 log=$2
+	[ "$PERF" = 1 ] || return 0
+	if grep -c '^PERFBENCH-SUMMARY' "$log" | grep -qx 2; then
+		grep '^PERFBENCH-SUMMARY' "$log" | sed "s/^/smp$smp /" | tee -a "$WORK/modebench.txt"
+		result PASS "perfbench@smp$smp"
+	else
+		result FAIL "perfbench@smp$smp" "no PERFBENCH-SUMMARY lines"
+	fi
+}
 
 PASSED=0 FAILED=0 SKIPPED=0
 result() { # status name detail
@@ -387,7 +427,7 @@ boot() {
 	[ -n "$TSC_KHZ" ] && append+=" tsc_early_khz=$TSC_KHZ"
 	log "booting with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
 	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
-		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m 1G \
+		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m "$((smp > 8 ? 4 : 1))G" \
 		-nographic -no-reboot -kernel "$KDIR/vmlinux" -initrd "$WORK/initramfs.cpio" \
 		-append "$append" < /dev/null > "$log.raw" 2>&1
 	rc=$?
@@ -405,6 +445,7 @@ boot() {
 		esac
 	done < "$WORK/expected-tests.txt"
 	modebench "$smp" "$log"
+	perfbench "$smp" "$log"
 	if grep -qE "$SPLAT" "$log"; then
 		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E "$SPLAT" "$log")"
 	elif ! grep -q "^KTEST-DONE" "$log"; then
