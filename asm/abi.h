@@ -80,12 +80,15 @@
 #define NUM_SECTIONS 14
 
 /* prctl(2) restart regions (kernel-patch/, include/uapi/linux/prctl.h):
- * the option, its QUERY, ADD and REMOVE operations (flags in arg5, 0), and
+ * the option, its QUERY, ADD, REMOVE and GET operations (flags in arg5, 0),
+ * the errno of an ADD that overlaps a region already there, and
  * the size of struct rseq_region {size, sig, start, post_commit, restart}. */
 #define PR_RSEQ_REGIONS 74
 #define PR_RSEQ_REGIONS_QUERY 1
 #define PR_RSEQ_REGIONS_ADD 2
 #define PR_RSEQ_REGIONS_REMOVE 3
+#define PR_RSEQ_REGIONS_GET 4
+#define EEXIST 17
 #define RSEQ_REGION_SIZE 32
 
 #endif

@@ -20,7 +20,7 @@ use super::resolve::{syscall5, SYS_PRCTL};
 
 /// `struct rseq_region` (include/uapi/linux/rseq.h of the patched kernel).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct RseqRegion {
     /// `size_of::<RseqRegion>()`: the version of the structure we know.
     size: u32,
@@ -33,14 +33,28 @@ struct RseqRegion {
 
 const _: () = assert!(core::mem::size_of::<RseqRegion>() as i64 == h::RSEQ_REGION_SIZE);
 
-/// `prctl(PR_RSEQ_REGIONS, op, arg, 0, 0)`: the kernel's return value.
+const SIZE: u32 = core::mem::size_of::<RseqRegion>() as u32;
+
+/// `prctl(PR_RSEQ_REGIONS, op, arg3, arg4, 0)`: the kernel's return value.
 ///
 /// # Safety
-/// `arg` is what `op` expects: for ADD, the address of a live
-/// `RseqRegion`; for REMOVE, a start address (not dereferenced).
-unsafe fn regions_prctl(op: i64, arg: i64) -> i64 {
-    // SAFETY: the caller vouches for `arg`; arg4 and the flags are 0.
-    unsafe { syscall5(SYS_PRCTL, h::PR_RSEQ_REGIONS, op, arg, 0, 0) }
+/// `arg3` is what `op` expects: for ADD, the address of a live
+/// `RseqRegion`; for GET, the address of a writable one whose `size` is
+/// set; for REMOVE, a start address (not dereferenced).
+unsafe fn regions_prctl(op: i64, arg3: i64, arg4: i64) -> i64 {
+    // SAFETY: the caller vouches for `arg3`; the flags are 0.
+    unsafe { syscall5(SYS_PRCTL, h::PR_RSEQ_REGIONS, op, arg3, arg4, 0) }
+}
+
+/// Whether the kernel already has exactly `region`: an earlier init of this
+/// same copy added it (the global allocator and a test harness's second set
+/// of caches each choose the mode once).
+fn already_added(region: &RseqRegion) -> bool {
+    let mut found = RseqRegion { size: SIZE, sig: 0, start: 0, post_commit: 0, restart: 0 };
+    // SAFETY: GET writes one RseqRegion of `SIZE` bytes into `found`.
+    let err =
+        unsafe { regions_prctl(h::PR_RSEQ_REGIONS_GET, &mut found as *mut RseqRegion as i64, region.start as i64) };
+    err == 0 && found == *region
 }
 
 /// Adds every descriptor of our `__rseq_cs` part as a restart region
@@ -48,28 +62,36 @@ unsafe fn regions_prctl(op: i64, arg: i64) -> i64 {
 /// need it, and the mainline ones, which then restart the same way whether
 /// or not a descriptor is armed (the kernel applies an armed one first, and
 /// no abort handler lies in a region). Each abort handler is preceded by
-/// `RSEQ_SIG`, which the kernel checks. Returns whether the kernel took all
-/// of them; if it refused one, the ones already added are removed again,
-/// and nobody else's are touched.
+/// `RSEQ_SIG`, which the kernel checks. A region the kernel already has,
+/// exactly, counts as added (a second call adds nothing). Returns whether
+/// the kernel has all of them; if it refused one, the ones this call added
+/// are removed again, and nobody else's are touched.
 pub fn register() -> bool {
     // SAFETY: the descriptors are static data emitted by the asm file,
     // relocated by now (init runs after relocation, unlike the resolvers).
     let descriptors: [RseqCs; cs::NUM_SECTIONS] = unsafe { cs::rseqalloc_rseq_cs };
-    for (added, d) in descriptors.iter().enumerate() {
+    const _: () = assert!(cs::NUM_SECTIONS <= 32);
+    let mut added: u32 = 0; // bit i: this call added descriptor i
+    for (i, d) in descriptors.iter().enumerate() {
         let region = RseqRegion {
-            size: core::mem::size_of::<RseqRegion>() as u32,
+            size: SIZE,
             sig: RSEQ_SIG,
             start: d.start_ip,
             post_commit: d.start_ip + d.post_commit_offset,
             restart: d.abort_ip,
         };
         // SAFETY: ADD reads `region`, a live local, and keeps a copy.
-        if unsafe { regions_prctl(h::PR_RSEQ_REGIONS_ADD, &region as *const RseqRegion as i64) } != 0 {
-            for undo in &descriptors[..added] {
-                // SAFETY: REMOVE takes the start address as a plain number.
-                unsafe { regions_prctl(h::PR_RSEQ_REGIONS_REMOVE, undo.start_ip as i64) };
+        match unsafe { regions_prctl(h::PR_RSEQ_REGIONS_ADD, &region as *const RseqRegion as i64, 0) } {
+            0 => added |= 1 << i,
+            err if err == -h::EEXIST && already_added(&region) => {}
+            _ => {
+                for (j, undo) in descriptors.iter().enumerate().filter(|&(j, _)| added & (1 << j) != 0) {
+                    debug_assert!(j < i);
+                    // SAFETY: REMOVE takes the start address as a plain number.
+                    unsafe { regions_prctl(h::PR_RSEQ_REGIONS_REMOVE, undo.start_ip as i64, 0) };
+                }
+                return false;
             }
-            return false;
         }
     }
     true
