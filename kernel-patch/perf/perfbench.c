@@ -38,10 +38,10 @@ struct bench {
 };
 
 static struct bench benches[] = {
-	{ "pipe", { "/usr/bin/perf", "bench", "sched", "pipe", "-l", "20000", NULL },
+	{ "pipe", { "/usr/bin/perf", "bench", "sched", "pipe", "-l", "2000", NULL },
 	  "usecs/op", 0 },
 	{ "messaging", { "/usr/bin/perf", "bench", "sched", "messaging", "-p", "-g", "2",
-			 "-l", "20", NULL },
+			 "-l", "10", NULL },
 	  "Total time:", 1 },
 };
 
