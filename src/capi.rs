@@ -378,7 +378,7 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
 /// glibc `malloc_stats`: our stats on stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    stats::report(stats::Report::Text);
+    stats::report(crate::config::Report::Text);
 }
 
 /// glibc `mallinfo2`, filled from the stats: `arena` is the arena's

@@ -177,7 +177,7 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
     };
     let leak = LEAK.load(Ordering::Relaxed);
     let tail = if leak { "; left alone (RSEQALLOC_BAD_FREE=leak)" } else { "" };
-    let mut line = crate::stats::Line::new();
+    let mut line = crate::os::Line::new();
     let _ = core::fmt::write(&mut line, format_args!("rseqalloc: {op}(): invalid pointer {p:p}: {reason}{tail}\n"));
     line.flush();
     if !leak {

@@ -5,12 +5,36 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
+use crate::config::{self, Options};
 use crate::large;
 use crate::medium::{self, Intent, MAX_MEDIUM};
-use crate::percpu;
 use crate::rseq::cs;
 use crate::size_class::{SizeClass, MAX_SMALL};
-use crate::RseqAlloc;
+use crate::{init, percpu, RseqAlloc};
+
+impl RseqAlloc {
+    /// Hands the options over before the first allocation. For
+    /// `RseqAlloc` without options this folds away at compile time (the
+    /// value is a constant), so the fast path is unchanged; with options,
+    /// it is one load and a branch.
+    #[inline(always)]
+    fn hand_over_options(&self) {
+        if !self.options.handed_over() {
+            hand_over(&self.options);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hand_over(options: &Options) {
+    if options.hand_over() && init::ensure() && !config::code_options_used() {
+        crate::os::write_stderr(
+            b"rseqalloc: the options set in code (RseqAlloc::with) are not in force: the allocator was already \
+              running (a C allocation or another allocator came first); RSEQALLOC_VERBOSE=1 shows those in force\n",
+        );
+    }
+}
 
 /// Alignment every size class guarantees.
 const MIN_ALIGN: usize = 16;
@@ -21,6 +45,7 @@ const MIN_ALIGN: usize = 16;
 unsafe impl GlobalAlloc for RseqAlloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.hand_over_options();
         if layout.size() <= MAX_SMALL && layout.align() <= MIN_ALIGN {
             // SAFETY: size ≤ MAX_SMALL.
             return unsafe { cs::rseqalloc_malloc_small(layout.size()) };
@@ -39,6 +64,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.hand_over_options();
         match SizeClass::for_layout(layout.size(), layout.align()) {
             Some(class) => {
                 let p = percpu::alloc(class);

@@ -5,18 +5,20 @@
 //! trigger it. A call that re-enters from inside bring-up (same thread) is
 //! told so at once (`initialising_here`) instead of waiting for itself.
 //!
-//! A constructor (`.init_array`) also brings the allocator up at load time
-//! and then registers the process hooks, outside any malloc call (so that
-//! no libc lock glibc may hold around a first malloc is taken again): it
-//! pins the object that holds the allocator (a plugin that links rseqalloc
-//! must survive `dlclose`: the kernel may still read a descriptor there),
-//! looks up glibc's single-threaded flag (the background thread's rule),
-//! registers fork handlers that hold every allocator lock across `fork`, and
-//! with `RSEQALLOC_STATS=1` an exit handler printing the stats.
+//! A constructor (`.init_array`) runs at load time, outside any malloc
+//! call (so that no libc lock glibc may hold around a first malloc is taken
+//! again): it pins the object that holds the allocator (a plugin that links
+//! rseqalloc must survive `dlclose`: the kernel may still read a descriptor
+//! there), looks up glibc's single-threaded flag (the background thread's
+//! rule), registers fork handlers that hold every allocator lock across
+//! `fork`, and an exit handler printing the stats with `RSEQALLOC_STATS`.
+//! In the C library it also brings the allocator up; in a Rust program the
+//! first allocation does, so that it reads the options set in code
+//! (`RseqAlloc::with`).
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crate::config::{Config, VARIABLES};
+use crate::config::{self, Config};
 use crate::rseq::cs;
 use crate::{background, central, fence, os, pagemap, percpu, registry, rseq, stats, transfer};
 
@@ -76,7 +78,7 @@ fn this_thread() -> usize {
 }
 
 fn bring_up() -> bool {
-    let config = Config::from_env();
+    let config = Config::load();
     let ncpu = percpu::possible_cpus();
     if !pagemap::init() {
         return false;
@@ -93,8 +95,8 @@ fn bring_up() -> bool {
     crate::check::init(&config);
     let at_exit = match config.stats_at_exit {
         None => 0,
-        Some(stats::Report::Text) => 1,
-        Some(stats::Report::Json) => 2,
+        Some(crate::config::Report::Text) => 1,
+        Some(crate::config::Report::Json) => 2,
     };
     STATS_AT_EXIT.store(at_exit, Ordering::Relaxed);
     rseq::publish(mode, index, area_off, slabs, ncpu as u32);
@@ -105,18 +107,10 @@ fn bring_up() -> bool {
 }
 
 fn report(mode: rseq::Mode, index: rseq::CacheIndex, ncpu: usize) {
-    let mut line = crate::stats::Line::new();
+    let mut line = crate::os::Line::new();
     let _ = core::fmt::write(&mut line, format_args!("rseqalloc: mode {mode:?}, caches by {index:?}, {ncpu} caches\n"));
     line.flush();
-    for var in VARIABLES {
-        let name = var.name.to_str().unwrap_or("?");
-        let value = os::getenv(var.name).map(|v| core::str::from_utf8(v).unwrap_or("?"));
-        let _ = core::fmt::write(
-            &mut line,
-            format_args!("rseqalloc:   {name} = {} (default {}): {}\n", value.unwrap_or("unset"), var.default, var.doc),
-        );
-        line.flush();
-    }
+    config::print_in_force();
 }
 
 /// Runs when the library or program is loaded, before `main`, with no
@@ -132,6 +126,10 @@ extern "C" fn at_load() {
     // as any other (bringing the allocator up if it is the first).
     os::pin_own_object(at_load as *const libc::c_void);
     os::find_single_threaded_flag();
+    // The C library comes up now: C code allocates from the first
+    // constructor on. A Rust program comes up at its first allocation,
+    // which hands over any options set in code (`RseqAlloc::with`).
+    #[cfg(feature = "capi")]
     if !ensure() {
         return;
     }
@@ -139,9 +137,7 @@ extern "C" fn at_load() {
     // the process (the object that holds them is pinned above).
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child));
-        if STATS_AT_EXIT.load(Ordering::Relaxed) != 0 {
-            libc::atexit(print_stats);
-        }
+        libc::atexit(print_stats);
     }
 }
 
@@ -151,6 +147,11 @@ extern "C" fn at_load() {
 /// slow path when the child is copied. Critical sections need nothing: a
 /// section another thread had begun is simply never committed in the child.
 extern "C" fn fork_prepare() {
+    // A bring-up under way on another thread finishes first: in the child
+    // no thread would finish it.
+    while STATE.load(Ordering::Acquire) == RUNNING && !initialising_here() {
+        os::yield_now();
+    }
     percpu::lock_all();
     transfer::lock_all();
     central::lock_all();
@@ -179,7 +180,12 @@ extern "C" fn fork_child() {
     background::forget_thread();
 }
 
+/// At exit: the stats report `RSEQALLOC_STATS` asks for, if any.
 extern "C" fn print_stats() {
-    let format = if STATS_AT_EXIT.load(Ordering::Relaxed) == 2 { stats::Report::Json } else { stats::Report::Text };
+    let format = match STATS_AT_EXIT.load(Ordering::Relaxed) {
+        0 => return,
+        1 => crate::config::Report::Text,
+        _ => crate::config::Report::Json,
+    };
     stats::report(format);
 }

@@ -306,6 +306,45 @@ pub fn peak_resident_bytes() -> u64 {
     usage.ru_maxrss.max(0) as u64 * 1024
 }
 
+/// A line buffer on the stack that writes to stderr: formatting without
+/// allocating. Output longer than the buffer is flushed in pieces.
+pub struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    /// An empty buffer.
+    pub fn new() -> Line {
+        Line { buf: [0; 256], len: 0 }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) {
+        write_stderr(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
 /// Yields the CPU to another thread (spin-lock back-off).
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.

@@ -12,7 +12,12 @@ use core::fmt;
 #[cfg(rseqalloc_percpu)]
 use core::fmt::Write;
 
+use crate::config::Config;
+#[cfg(rseqalloc_percpu)]
+use crate::config::{self, Report};
 use crate::mode::{CacheIndex, Mode};
+#[cfg(rseqalloc_percpu)]
+use crate::os::Line;
 use crate::size_class::{SizeClass, NUM_CLASSES};
 #[cfg(rseqalloc_percpu)]
 use crate::{
@@ -190,6 +195,9 @@ pub struct Stats {
     pub background_thread: bool,
     /// Invalid pointers the C API left alone (`RSEQALLOC_BAD_FREE=leak`).
     pub bad_frees: u64,
+    /// The options in force: from the environment, from code
+    /// (`RseqAlloc::with`), or defaults.
+    pub config: Config,
     per_cpu: [CpuStats; SNAPSHOT_CPUS],
     per_cpu_len: usize,
     per_class: [ClassStats; CLASSES],
@@ -253,6 +261,7 @@ impl Stats {
             purges: 0,
             background_thread: false,
             bad_frees: 0,
+            config: Config::default(),
             per_cpu: [CpuStats::default(); SNAPSHOT_CPUS],
             per_cpu_len: 0,
             per_class,
@@ -341,6 +350,7 @@ pub fn snapshot() -> Stats {
     s.purges = pagemap::purge_count();
     s.background_thread = background::running();
     s.bad_frees = bad_frees();
+    s.config = config::in_force();
     (s.resident_bytes, s.peak_resident_bytes) = (os::resident_bytes(), os::peak_resident_bytes());
     for (i, counter) in s.restarts_by_section.iter_mut().enumerate() {
         // SAFETY: the restart counters are a static array in the asm object.
@@ -399,17 +409,6 @@ fn bad_frees() -> u64 {
 #[cfg(all(rseqalloc_percpu, not(feature = "capi")))]
 fn bad_frees() -> u64 {
     0 // only the C API judges pointers
-}
-
-/// How a report is written.
-#[cfg(rseqalloc_percpu)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Report {
-    /// The `Display` text under a header line naming pid and program.
-    Text,
-    /// One line holding one JSON object, whose first members are `pid` and
-    /// `program`.
-    Json,
 }
 
 /// Writes a snapshot to stderr without allocating, headed by this
@@ -651,48 +650,5 @@ impl fmt::Display for Stats {
         }
         writeln!(f, " (size: in CPU caches + in transfer caches)")?;
         write!(f, "bad frees:       {} left alone", self.bad_frees)
-    }
-}
-
-#[cfg(rseqalloc_percpu)]
-/// A line buffer on the stack that writes to stderr: formatting without
-/// allocating. Output longer than the buffer is flushed in pieces.
-pub struct Line {
-    buf: [u8; 256],
-    len: usize,
-}
-
-#[cfg(rseqalloc_percpu)]
-impl Line {
-    /// An empty buffer.
-    pub fn new() -> Line {
-        Line { buf: [0; 256], len: 0 }
-    }
-
-    /// Writes out what is buffered.
-    pub fn flush(&mut self) {
-        crate::os::write_stderr(&self.buf[..self.len]);
-        self.len = 0;
-    }
-}
-
-#[cfg(rseqalloc_percpu)]
-impl Default for Line {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(rseqalloc_percpu)]
-impl fmt::Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(self.buf.len()) {
-            if self.len + chunk.len() > self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
-        }
-        Ok(())
     }
 }

@@ -75,7 +75,7 @@ impl Slab {
     /// a process that does not allocate through `RseqAlloc`.
     pub unsafe fn install(ncpu: usize, budget: usize, index: Index) -> Slab {
         let slabs = percpu::map_slabs(ncpu, budget).expect("map test slab");
-        let config = Config::from_env();
+        let config = Config::load();
         let (mode, area_off) = match index {
             Index::Real => rseq::choose_mode(&config),
             Index::Fake(area) => {

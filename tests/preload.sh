@@ -11,6 +11,7 @@
 #   (output identical to glibc's), and blocks filled up to `ulimit -v`
 #   (at least 85% of what glibc reaches), and bad pointers judged in a heap
 #   spread over several reservations;
+# - options: a bad value and a misspelt name are reported;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
 # - real programs (not under valgrind): python3 with threads, sqlite3, git,
@@ -157,6 +158,13 @@ RSEQALLOC_BAD_FREE=leak RSEQALLOC_STATS=1 pre "$bin/badfree" leak-all >"$work/ba
 [ $? -eq 0 ] && grep -q survived "$work/bad.out" && grep -q "^bad frees: *11 " "$work/bad.err" &&
     [ "$(grep -c 'left alone (RSEQALLOC_BAD_FREE=leak)' "$work/bad.err")" -eq 11 ]
 check "RSEQALLOC_BAD_FREE=leak: 11 mistakes reported, counted, survived" $?
+
+# Options: the C library reads the same table, at load.
+RSEQALLOC_MMCID=" 0" RSEQALLOC_STAT=1 pre true 2>"$work/opt.err"
+[ $? -eq 0 ] &&
+    grep -qF 'rseqalloc: RSEQALLOC_MMCID=" 0" is not valid: expected `0`/`off`/`no`/`false` or `1`/`on`/`yes`/`true`; using 1 (the default)' "$work/opt.err" &&
+    grep -qF 'rseqalloc: RSEQALLOC_STAT is not a variable rseqalloc reads; ignored (did you mean RSEQALLOC_STATS?)' "$work/opt.err"
+check "options: a bad value and an unknown name reported at load" $?
 
 # Real programs: the same output with and without the library.
 same() { # same NAME COMMAND...: stdout with and without preload must match

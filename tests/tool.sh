@@ -75,7 +75,7 @@ grep -qE '^rseqalloc stats, pid [0-9]+ \(forker\):$' "$work/ms.err" && grep -q '
 check "malloc_stats(): the same report, with its header" $?
 
 RSEQALLOC_STATS=yaml LD_PRELOAD=$lib "$work/forker" 2>"$work/bad.err"
-[ $? -eq 0 ] && grep -q 'rseqalloc: ignoring RSEQALLOC_STATS: expected 0, 1, text or json' "$work/bad.err" &&
+[ $? -eq 0 ] && grep -qF 'rseqalloc: RSEQALLOC_STATS="yaml" is not valid: expected `0`/`off`/`no`/`false`, `1`/`on`/`yes`/`true`, `text` or `json`; using 0 (the default)' "$work/bad.err" &&
     ! grep -q '^rseqalloc stats' "$work/bad.err"
 check "RSEQALLOC_STATS=yaml: reported, no report written" $?
 

@@ -10,6 +10,7 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::abi::header as h;
+use crate::config::{self, ModeRequest, Word};
 
 const SYS_READ: i64 = 0;
 const SYS_CLOSE: i64 = 3;
@@ -120,30 +121,35 @@ fn kernel_has_mm_cid() -> bool {
     })
 }
 
-/// Whether `RSEQALLOC_MMCID` in the initial environment turns `mm_cid` off.
+/// Whether `RSEQALLOC_MMCID` in the initial environment turns `mm_cid` off,
+/// by the options table's rules (a value it does not accept means the
+/// default, as `Config::load` will say).
 fn env_denies_mm_cid() -> bool {
-    let mut value = [0u8; 8];
-    let Some(len) = initial_env_value(b"RSEQALLOC_MMCID=", &mut value) else { return false };
-    let word = u64::from_ne_bytes(value);
-    let is = |text: &[u8; 8], n: usize| len == n && word == u64::from_ne_bytes(*text);
-    is(b"0\0\0\0\0\0\0\0", 1) || is(b"off\0\0\0\0\0", 3) || is(b"no\0\0\0\0\0\0", 2) || is(b"false\0\0\0", 5)
+    initial_env_word(b"RSEQALLOC_MMCID=").and_then(config::parse_flag) == Some(false)
 }
 
 /// Whether `RSEQALLOC_MODE` is `mainline` or `fallback` in this process's
-/// initial environment. Without /proc (a sandbox, an initramfs that did not
-/// mount it) there is no override.
+/// initial environment, by the options table's rules. Without /proc (a
+/// sandbox, an initramfs that did not mount it) there is no override.
+fn mode_denies_regions() -> bool {
+    let mode = initial_env_word(b"RSEQALLOC_MODE=").and_then(|word| config::parse_choice(word, &config::MODE_WORDS));
+    matches!(mode.map(config::mode_request), Some(ModeRequest::Mainline | ModeRequest::Fallback))
+}
+
+/// The value of the variable named by `prefix` ("NAME=") in the initial
+/// environment as a packed word, or None if it is absent, longer than a
+/// word, or unreadable.
 ///
 /// This code runs before relocation has finished in a static binary, where
 /// libc's `memcmp`/`memset` (themselves indirect functions) may not be
-/// callable yet: it compares words, and leaves buffers uninitialised, so
-/// that the compiler emits no call to them.
-fn mode_denies_regions() -> bool {
+/// callable yet, and before its own object's pointers are relocated: it
+/// compares packed words (`config::Word`), reads no pointer from static
+/// data, and zeroes its buffer as one word, so that the compiler emits no
+/// call to them.
+fn initial_env_word(prefix: &[u8]) -> Option<Word> {
     let mut value = [0u8; 8];
-    if initial_env_value(b"RSEQALLOC_MODE=", &mut value) != Some(8) {
-        return false; // both words that deny are 8 bytes long
-    }
-    let word = u64::from_ne_bytes(value);
-    word == u64::from_ne_bytes(*b"mainline") || word == u64::from_ne_bytes(*b"fallback")
+    let len = initial_env_value(prefix, &mut value)?;
+    Word::from_buf(value, len)
 }
 
 /// Copies the value of the variable named by `prefix` ("NAME=") from
