@@ -381,24 +381,75 @@ pub extern "C" fn malloc_stats() {
     stats::report(crate::config::Report::Text);
 }
 
-/// glibc `mallinfo2`, filled from the stats: `arena` is the arena's
-/// committed bytes, `hblks`/`hblkhd` the large blocks and their mappings,
-/// `uordblks` bytes handed out, `fordblks` free bytes held in caches.
+/// The allocator's memory in glibc's terms, for `mallinfo2` and
+/// `malloc_info`. glibc's `arena` is memory held from the OS outside
+/// mmapped blocks, split exactly into `uordblks` (in use) and `fordblks`
+/// (free); mmapped blocks are counted only in `hblks`/`hblkhd`, so in use
+/// is `uordblks + hblkhd`. Here the arena's backed pages (less those given
+/// back) and the cache of freed large mappings play the heap; live large
+/// blocks are the mmapped ones.
+struct Heap {
+    /// Arena pages backed now, plus cached freed large mappings.
+    arena: u64,
+    /// The most arena pages ever backed (glibc's `max_system_mem`).
+    arena_max: u64,
+    /// Bytes of small and medium blocks handed out.
+    in_use: u64,
+    /// Free objects in CPU and transfer caches (glibc's fast bins): count, bytes.
+    fast: (u64, u64),
+    /// The snapshot all this comes from (its per-class cached objects are
+    /// `malloc_info`'s sizes), taken before writing, which may allocate.
+    stats: stats::Stats,
+    /// Other free pieces held: emptied granules still backed and cached
+    /// large mappings (count of granules, and all free bytes but `fast`).
+    rest: (u64, u64),
+    /// Live large blocks: count, bytes mapped.
+    mmap: (u64, u64),
+    /// What `malloc_trim` gives back without draining a cache.
+    releasable: u64,
+}
+
+fn heap() -> Heap {
+    let s = stats::snapshot();
+    let (large_mapped, large_in_use, _) = large::totals();
+    // The arena's pages backed now (its high-water mark less those given
+    // back), plus the cached freed large mappings.
+    let arena = s.arena_bytes.saturating_sub(s.bytes_released) + s.large_cached_bytes;
+    let in_use = s.bytes_in_use.saturating_sub(large_in_use).min(arena);
+    let fast_count = s.per_class().iter().map(|c| c.cpu_cached + c.transfer_cached).sum();
+    let fast_bytes = s.totals.cached_bytes + s.transfer_bytes;
+    let free = arena - in_use;
+    Heap {
+        arena,
+        arena_max: s.arena_bytes.max(arena),
+        in_use,
+        fast: (fast_count, fast_bytes.min(free)),
+        rest: (s.free_span_bytes / pagemap::GRANULE as u64, free.saturating_sub(fast_bytes)),
+        mmap: (s.large_blocks, large_mapped.saturating_sub(s.large_cached_bytes)),
+        releasable: (s.free_span_bytes + s.large_cached_bytes).min(free),
+        stats: s,
+    }
+}
+
+/// glibc `mallinfo2`, with glibc's field meanings (`Heap`): `arena =
+/// uordblks + fordblks`, mmapped (large) blocks only in `hblks`/`hblkhd`,
+/// fast-bin-like free objects in `smblks`/`fsmblks` (part of `fordblks`),
+/// `keepcost` what a trim releases at once.
 #[no_mangle]
 pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
-    let s = stats::snapshot();
-    let (large_mapped, _, _) = large::totals();
+    let h = heap();
+    let n = |v: u64| v as usize;
     libc::mallinfo2 {
-        arena: (s.bytes_mapped - large_mapped) as usize,
-        ordblks: 0,
-        smblks: 0,
-        hblks: s.large_blocks as usize,
-        hblkhd: large_mapped as usize,
+        arena: n(h.arena),
+        ordblks: n(h.rest.0),
+        smblks: n(h.fast.0),
+        hblks: n(h.mmap.0),
+        hblkhd: n(h.mmap.1),
         usmblks: 0,
-        fsmblks: 0,
-        uordblks: s.bytes_in_use as usize,
-        fordblks: (s.totals.cached_bytes + s.transfer_bytes) as usize,
-        keepcost: 0,
+        fsmblks: n(h.fast.1),
+        uordblks: n(h.in_use),
+        fordblks: n(h.arena - h.in_use),
+        keepcost: n(h.releasable),
     }
 }
 
@@ -410,15 +461,15 @@ pub extern "C" fn mallinfo() -> libc::mallinfo {
     let int = |v: usize| v.min(c_int::MAX as usize) as c_int;
     libc::mallinfo {
         arena: int(m.arena),
-        ordblks: 0,
-        smblks: 0,
+        ordblks: int(m.ordblks),
+        smblks: int(m.smblks),
         hblks: int(m.hblks),
         hblkhd: int(m.hblkhd),
-        usmblks: 0,
-        fsmblks: 0,
+        usmblks: int(m.usmblks),
+        fsmblks: int(m.fsmblks),
         uordblks: int(m.uordblks),
         fordblks: int(m.fordblks),
-        keepcost: 0,
+        keepcost: int(m.keepcost),
     }
 }
 
@@ -428,7 +479,10 @@ pub extern "C" fn mallopt(_param: c_int, _value: c_int) -> c_int {
     1
 }
 
-/// glibc `malloc_info`: a minimal XML summary on `stream`; EINVAL unless
+/// glibc `malloc_info`: glibc's XML shape (malloc/malloc.c), so tools that
+/// read it work: one `<heap>` (the arena) listing free objects per size
+/// class in `<sizes>`, then the totals of fast-bin-like (cached objects),
+/// other free, mmapped (large) blocks, and the memory held. EINVAL unless
 /// `options` is 0. Stdio may allocate, which is fine here: no allocator
 /// lock is held.
 #[no_mangle]
@@ -444,22 +498,45 @@ pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) ->
             Ok(())
         }
     }
-    let s = stats::snapshot();
-    let _ = core::fmt::write(
-        &mut Stream(stream),
-        format_args!(
-            "<malloc version=\"rseqalloc-1\">\n<mode name=\"{:?}\" caches=\"{}\" restarts=\"{}\"/>\n\
-             <system type=\"current\" size=\"{}\"/>\n<total type=\"inuse\" size=\"{}\"/>\n\
-             <total type=\"mmap\" count=\"{}\"/>\n</malloc>\n",
-            s.mode,
-            s.caches_in_use,
-            s.restarts(),
-            s.bytes_mapped,
-            s.bytes_in_use,
-            s.large_blocks
-        ),
-    );
+    let h = heap();
+    let _ = write_info(&mut Stream(stream), &h);
     0
+}
+
+fn write_info(out: &mut impl core::fmt::Write, h: &Heap) -> core::fmt::Result {
+    let (fast, rest) = (h.fast, h.rest);
+    let totals = |out: &mut dyn core::fmt::Write| {
+        writeln!(out, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", fast.0, fast.1)?;
+        writeln!(out, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", rest.0, rest.1)
+    };
+    let system = |out: &mut dyn core::fmt::Write| {
+        writeln!(out, "<system type=\"current\" size=\"{}\"/>", h.arena)?;
+        writeln!(out, "<system type=\"max\" size=\"{}\"/>", h.arena_max)?;
+        writeln!(out, "<aspace type=\"total\" size=\"{}\"/>", h.arena)?;
+        writeln!(out, "<aspace type=\"mprotect\" size=\"{}\"/>", h.arena)
+    };
+    writeln!(out, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>")?;
+    let mut from = 1;
+    for class in h.stats.per_class() {
+        let count = class.cpu_cached + class.transfer_cached;
+        if count > 0 {
+            writeln!(
+                out,
+                "  <size from=\"{from}\" to=\"{}\" total=\"{}\" count=\"{count}\"/>",
+                class.size,
+                class.size * count
+            )?;
+        }
+        from = class.size + 1;
+    }
+    writeln!(out, "</sizes>")?;
+    totals(out)?;
+    system(out)?;
+    writeln!(out, "</heap>")?;
+    totals(out)?;
+    writeln!(out, "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>", h.mmap.0, h.mmap.1)?;
+    system(out)?;
+    writeln!(out, "</malloc>")
 }
 
 // glibc's internal names, which some programs and libraries call directly

@@ -11,6 +11,8 @@
 #   (output identical to glibc's), and blocks filled up to `ulimit -v`
 #   (at least 85% of what glibc reaches), and bad pointers judged in a heap
 #   spread over several reservations;
+# - mallinfo: tests/c/mallinfo.c's checks of glibc's meanings hold under
+#   glibc and preloaded, and malloc_info's XML has glibc's shape;
 # - options: a bad value and a misspelt name are reported;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
@@ -48,7 +50,7 @@ esac
 pre() { env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$@"; }
 
 mkdir -p "$bin"
-for c in conformance stress fork badfree trim exit limits; do
+for c in conformance stress fork badfree trim exit limits mallinfo; do
     if [ ! "$bin/$c" -nt "tests/c/$c.c" ]; then
         cc -O2 -fno-builtin -pthread -Wall -Wno-alloc-size-larger-than -Wno-deprecated-declarations \
             -Wno-free-nonheap-object -Wno-use-after-free -o "$bin/$c" "tests/c/$c.c" || check "build $c" 1
@@ -65,6 +67,27 @@ check "conformance output identical to glibc's ($(wc -l <"$work/ours.out") lines
 grep -q "^mode: *$want," "$work/ours.err"
 check "runs in mode $want (RSEQALLOC_STATS=1 printed at exit)" $?
 cat "$work/ours.out" | tail -n 1
+
+# mallinfo2/mallinfo/malloc_info: glibc's meanings, checked under glibc and
+# preloaded by the same program; malloc_info's XML has glibc's shape.
+"$bin/mallinfo" "$work/glibc.xml" >"$work/mi.out"
+check "mallinfo: the checks hold under glibc alone" $?
+pre "$bin/mallinfo" "$work/ours.xml" >"$work/mi.out"
+s=$?; grep FAIL "$work/mi.out"
+check "mallinfo: the same checks hold preloaded (uordblks + hblkhd counts each block once)" $s
+python3 - "$work/glibc.xml" "$work/ours.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+def shape(path):
+    root = ET.parse(path).getroot()
+    rows = [el for el in root.iter() if el.tag == "size"]
+    assert all(sorted(el.attrib) == ["count", "from", "to", "total"] for el in rows), path
+    return [(el.tag, el.get("type"), sorted(el.attrib)) for el in root.iter() if el.tag != "size"], root
+(want, _), (got, ours) = shape(sys.argv[1]), shape(sys.argv[2])
+assert got == want, f"shape differs:\n glibc {want}\n ours  {got}"
+mmap = ours.find("./total[@type='mmap']")
+assert mmap.get("count") == "8" and int(mmap.get("size")) >= 8 << 22, mmap.attrib
+PY
+check "malloc_info: glibc's XML shape, the 8 mmapped blocks in <total type=\"mmap\">" $?
 
 # Stress, fork, trim.
 if [ "$mode" = valgrind ]; then stress_args=(4 2 3000) forks=2; else stress_args=(8 3 30000) forks=100; fi
