@@ -51,6 +51,13 @@ fn main() {
         return;
     }
     println!("cargo:rustc-cfg=rseqalloc_percpu");
+    // The tests (preload/ has none) export the shared rseq area, as the README tells programs
+    // that open rseq-using libraries later to (tests/rseq_share.rs does).
+    if !preload {
+        println!(
+            "cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=__rseq_abi,--export-dynamic-symbol=__rseq_refcount"
+        );
+    }
 
     let mut build = cc::Build::new();
     build.file(&asm).include(root.join("asm"));

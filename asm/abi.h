@@ -62,8 +62,11 @@
 
 /* Our thread-local block `rseqalloc_own_tls` (Rust: rseq::abi::OwnTls):
  *   [0, 32)  our own struct rseq, registered only where glibc registered none
- *   32       this thread's registration state of our own area */
+ *   32       this thread's registration state of the area in use
+ *   36       its count of users of that registration, where the area is
+ *            ours and no object defines __rseq_refcount */
 #define OWN_TLS_OFF_STATE 32
+#define OWN_TLS_OFF_COUNT 36
 #define OWN_TLS_SIZE 64
 
 /* Restart counters: one per kind of critical section (the small entry

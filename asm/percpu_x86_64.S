@@ -527,12 +527,27 @@ ENTRY rseqalloc_cs_push_batch
 /* ------------------------------------------------------------------------ */
 
 /* intptr_t rseqalloc_own_tls_offset(void): the offset of this module's
- * initial-exec TLS block (own rseq area + state word) from the thread
- * pointer. The same for every thread, so init stores it once. */
+ * initial-exec TLS block (own rseq area, state and count words) from the
+ * thread pointer. The same for every thread, so init stores it once. */
 FUNCTION_BEGIN rseqalloc_own_tls_offset
 	movq rseqalloc_own_tls@gottpoff(%rip), %rax
 	ret
 FUNCTION_END rseqalloc_own_tls_offset
+
+/* intptr_t rseqalloc_shared_area_offset(void),
+ * rseqalloc_shared_refcount_offset(void): the thread-pointer offsets of
+ * `__rseq_abi` and `__rseq_refcount` (see Data), through the GOT, so that
+ * they are those of whichever object defines the symbols first; 0 where no
+ * object does (in the C library, which references them weakly). */
+FUNCTION_BEGIN rseqalloc_shared_area_offset
+	movq __rseq_abi@gottpoff(%rip), %rax
+	ret
+FUNCTION_END rseqalloc_shared_area_offset
+
+FUNCTION_BEGIN rseqalloc_shared_refcount_offset
+	movq __rseq_refcount@gottpoff(%rip), %rax
+	ret
+FUNCTION_END rseqalloc_shared_refcount_offset
 
 /* void *rseqalloc_thread_pointer(void): this thread's %fs base (glibc keeps
  * it at %fs:0, tcbhead_t.tcb). */
@@ -568,6 +583,18 @@ FUNCTION_END rseqalloc_glibc_rseq
 /* Data                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* RSEQ_AREA_INIT: a struct rseq as a thread starts with it: cpu_id and
+ * mm_cid -1 (RSEQ_CPU_ID_UNINITIALIZED), the rest 0. */
+.macro RSEQ_AREA_INIT
+	.long 0			/* cpu_id_start */
+	.long -1		/* cpu_id */
+	.quad 0			/* rseq_cs */
+	.long 0			/* flags */
+	.long 0			/* node_id */
+	.long -1		/* mm_cid */
+	.long 0			/* padding */
+.endm
+
 /* The Rust symbols the sections reach; hidden so that the shared library
  * does not export them (the strictest visibility of a symbol wins). */
 	.hidden rseqalloc_class_of
@@ -597,8 +624,47 @@ rseqalloc_restarts:
 	.zero 8 * NUM_SITES
 	.size rseqalloc_restarts, 8 * NUM_SITES
 
-/* Our thread-local block (abi.h). It is initialised TLS (.tdata), not
- * .tbss: a new thread starts with cpu_id = mm_cid = -1
+/* The rseq area shared with other rseq users, by the convention of older
+ * librseq and the kernel's selftests: `__rseq_abi` is the thread's area
+ * (initial-exec TLS, 32 bytes, 32-aligned), `__rseq_refcount` counts the
+ * thread's users of its registration (a user registers only when it was 0
+ * and unregisters only when it drops to 0). The dynamic linker binds every
+ * reference to the first object in the process that defines them, so all
+ * users share one area.
+ * - A program built with this crate defines both, with default
+ *   visibility: libraries linked into it bind to them (and libraries
+ *   preloaded or opened later do too if it exports them:
+ *   -Wl,--export-dynamic-symbol=__rseq_abi,--export-dynamic-symbol=__rseq_refcount).
+ *   The definitions are weak, so that another static definition in the
+ *   program (a static librseq, TCMalloc's) links and wins.
+ * - The C library cannot export symbols rustc does not list, so it
+ *   references them weakly: it shares the area of any object loaded with
+ *   the program that defines them, and uses its own (below) otherwise. */
+#ifdef RSEQALLOC_C_API
+	.weak __rseq_abi
+	.weak __rseq_refcount
+#else
+	.section .tdata, "awT", @progbits
+	.weak __rseq_abi
+	.type __rseq_abi, @object
+	.balign RSEQ_AREA_SIZE
+__rseq_abi:
+	RSEQ_AREA_INIT
+	.size __rseq_abi, RSEQ_AREA_SIZE
+
+	.section .tbss, "awT", @nobits
+	.weak __rseq_refcount
+	.type __rseq_refcount, @object
+	.balign 4
+__rseq_refcount:
+	.zero 4
+	.size __rseq_refcount, 4
+#endif
+
+/* Our thread-local block (abi.h): the private area (the C library's,
+ * where no object defines `__rseq_abi`; the resolvers' default), the
+ * registration state and the private count. It is initialised TLS
+ * (.tdata), not .tbss: a new thread starts with cpu_id = mm_cid = -1
  * (RSEQ_CPU_ID_UNINITIALIZED), so every section that reads this area misses
  * until the thread registers it. State 0 is "not tried". */
 	.section .tdata, "awT", @progbits
@@ -607,15 +673,10 @@ rseqalloc_restarts:
 	.type rseqalloc_own_tls, @object
 	.balign RSEQ_AREA_SIZE
 rseqalloc_own_tls:
-	.long 0			/* cpu_id_start */
-	.long -1		/* cpu_id */
-	.quad 0			/* rseq_cs */
-	.long 0			/* flags */
-	.long 0			/* node_id */
-	.long -1		/* mm_cid */
-	.long 0			/* padding */
+	RSEQ_AREA_INIT
 	.long 0			/* state (OWN_TLS_OFF_STATE) */
-	.zero OWN_TLS_SIZE - OWN_TLS_OFF_STATE - 4
+	.long 0			/* count (OWN_TLS_OFF_COUNT) */
+	.zero OWN_TLS_SIZE - OWN_TLS_OFF_COUNT - 4
 	.size rseqalloc_own_tls, OWN_TLS_SIZE
 
 	.section .note.GNU-stack, "", @progbits

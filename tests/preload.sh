@@ -13,6 +13,8 @@
 #   spread over several reservations;
 # - mallinfo: tests/c/mallinfo.c's checks of glibc's meanings hold under
 #   glibc and preloaded, and malloc_info's XML has glibc's shape;
+# - rseq sharing (own registration): tests/c/rseqshare.c with the
+#   convention library tests/c/rseqlib.c, in both registration orders;
 # - options: a bad value and a misspelt name are reported;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
@@ -88,6 +90,25 @@ mmap = ours.find("./total[@type='mmap']")
 assert mmap.get("count") == "8" and int(mmap.get("size")) >= 8 << 22, mmap.attrib
 PY
 check "malloc_info: glibc's XML shape, the 8 mmapped blocks in <total type=\"mmap\">" $?
+
+# Sharing rseq (own registration only: where glibc registered an area, a
+# library of the old convention cannot register either way): a library
+# registering by the __rseq_abi/__rseq_refcount convention works whether it
+# registers before or after our first allocation on a thread, with our
+# library first in the lookup order (we bind to its symbols) or its.
+if [ "$mode" = own ]; then
+    if [ ! "$bin/rseqshare" -nt tests/c/rseqshare.c ] || [ ! "$bin/librseqlib.so" -nt tests/c/rseqlib.c ]; then
+        cc -O2 -fPIC -shared -o "$bin/librseqlib.so" tests/c/rseqlib.c &&
+            cc -O2 -pthread -o "$bin/rseqshare" tests/c/rseqshare.c -L"$bin" -lrseqlib -Wl,-rpath,"$bin" ||
+            check "build rseqshare" 1
+    fi
+    env "${envs[@]}" "$bin/rseqshare" solo
+    check "rseq sharing: the library alone registers and unregisters" $?
+    pre "$bin/rseqshare" shared
+    check "rseq sharing: the library registers before and after our first allocation" $?
+    env "${envs[@]}" LD_PRELOAD="$bin/librseqlib.so $lib" "$bin/rseqshare" shared
+    check "rseq sharing: the same with the library's __rseq_abi first in the lookup order" $?
+fi
 
 # Stress, fork, trim.
 if [ "$mode" = valgrind ]; then stress_args=(4 2 3000) forks=2; else stress_args=(8 3 30000) forks=100; fi

@@ -53,10 +53,14 @@ pub struct RseqCs {
 /// The thread-local block `rseqalloc_own_tls` defined in the asm file.
 #[repr(C, align(32))]
 pub struct OwnTls {
-    /// Our own area; registered with `rseq(2)` only where glibc registered none.
+    /// Our private area: registered with `rseq(2)` only where glibc
+    /// registered none and no object defines `__rseq_abi` (the C library).
     pub area: Rseq,
     /// `rseq::OwnState` as u32.
     pub state: u32,
+    /// The count of users of the registration where no object defines
+    /// `__rseq_refcount`.
+    pub count: u32,
 }
 
 /// The Linux 6.3 auxiliary vector entry giving the size of the kernel's
@@ -76,5 +80,6 @@ const _: () = {
     assert!(core::mem::size_of::<RseqCs>() as i64 == h::RSEQ_CS_SIZE);
     assert!(offset_of!(RseqCs, abort_ip) == 24);
     assert!(offset_of!(OwnTls, state) as i64 == h::OWN_TLS_OFF_STATE);
+    assert!(offset_of!(OwnTls, count) as i64 == h::OWN_TLS_OFF_COUNT);
     assert!(core::mem::size_of::<OwnTls>() as i64 <= h::OWN_TLS_SIZE);
 };

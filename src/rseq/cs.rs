@@ -128,6 +128,13 @@ extern "C" {
     /// The thread-pointer offset of `rseqalloc_own_tls` (initial-exec TLS).
     /// The same for every thread.
     pub fn rseqalloc_own_tls_offset() -> isize;
+    /// The thread-pointer offset of `__rseq_abi`, the rseq area shared with
+    /// other users (initial-exec TLS, maybe another object's); 0 where no
+    /// object defines it (possible in the C library only).
+    pub fn rseqalloc_shared_area_offset() -> isize;
+    /// The same for `__rseq_refcount`, the count of users of the area's
+    /// registration.
+    pub fn rseqalloc_shared_refcount_offset() -> isize;
 
     /// This thread's thread pointer (`%fs` base).
     pub fn rseqalloc_thread_pointer() -> *mut u8;

@@ -8,6 +8,17 @@
 //! the locked fallback. We never register beside glibc and never write the
 //! kernel's fields: only `rseq_cs`, from the asm's mainline copies.
 //!
+//! Where glibc registered none, the area we register is shared with other
+//! rseq users through the convention of older librseq and the kernel's
+//! selftests (asm, Data): it is the TLS symbol `__rseq_abi`, whose first
+//! definition in the process wins, and `__rseq_refcount` counts the
+//! thread's users of its registration. A thread whose area another user
+//! registered first just counts itself in; one that registers first lets
+//! later users count themselves in instead of failing with EINVAL. We never
+//! unregister (the kernel forgets the area when the thread exits), so the
+//! area stays registered for the others. The C library, which cannot
+//! export the symbols, uses a private area where no object defines them.
+//!
 //! On a kernel with restart regions (kernel-patch/), the loader has bound
 //! the sections to their region copies (`resolve`), and the mode is
 //! `Region`: the same areas supply the cache index, but no section stores a
@@ -82,10 +93,9 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     let glibc = unsafe { cs::rseqalloc_glibc_rseq(&mut offset, &mut size) };
     let (mode, area_off) = if glibc && size > 0 {
         (Mode::RseqGlibc, offset)
-    } else if register_own_thread(own_tls()) {
+    } else if register_own_thread() {
         OWN_AREA.store(true, Ordering::Relaxed);
-        // SAFETY: a plain read of a link-time constant.
-        (Mode::RseqOwn, unsafe { cs::rseqalloc_own_tls_offset() })
+        (Mode::RseqOwn, own_area().0)
     } else {
         if config.mode == ModeRequest::Rseq {
             os::write_stderr(b"rseqalloc: RSEQALLOC_MODE=rseq, but rseq(2) is unavailable; using the fallback\n");
@@ -156,7 +166,7 @@ pub fn current_index() -> Option<usize> {
         Mode::Uninit | Mode::Forward => None,
         Mode::Fallback => os::current_cpu(),
         Mode::RseqGlibc | Mode::RseqOwn | Mode::Region => {
-            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread(own_tls()) {
+            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread() {
                 return None;
             }
             read_index()
@@ -164,12 +174,38 @@ pub fn current_index() -> Option<usize> {
     }
 }
 
-/// This thread's own TLS block.
-fn own_tls() -> &'static mut OwnTls {
+/// The thread-pointer offsets of the area we register where glibc
+/// registered none, and of its count of users: `__rseq_abi` and
+/// `__rseq_refcount` wherever defined, else our private ones.
+fn own_area() -> (isize, isize) {
+    // SAFETY: plain reads of link-time constants (GOT entries the loader
+    // filled before any code of ours ran).
+    let (area, count, own) = unsafe {
+        (cs::rseqalloc_shared_area_offset(), cs::rseqalloc_shared_refcount_offset(), cs::rseqalloc_own_tls_offset())
+    };
+    let own_count = own + core::mem::offset_of!(OwnTls, count) as isize;
+    match (area, count) {
+        (0, _) => (own, own_count),
+        (area, 0) => (area, own_count),
+        shared => shared,
+    }
+}
+
+/// A thread-local object of this thread at `offset` from the thread pointer.
+///
+/// # Safety
+/// `offset` is the thread-pointer offset of an initial-exec TLS object of
+/// type `T`, and only this thread touches it.
+unsafe fn thread_local<T>(offset: isize) -> *mut T {
+    // SAFETY: the caller's guarantee; the sum is the object's address.
+    unsafe { cs::rseqalloc_thread_pointer().wrapping_offset(offset).cast() }
+}
+
+/// This thread's registration state (`OwnTls::state`).
+fn own_state() -> *mut u32 {
     // SAFETY: the block is this thread's initial-exec TLS, at a constant
-    // offset from the thread pointer; only this thread touches it (the
-    // sections read it, on this thread, between our accesses).
-    unsafe { &mut *(cs::rseqalloc_thread_pointer().wrapping_offset(cs::rseqalloc_own_tls_offset()) as *mut OwnTls) }
+    // offset from the thread pointer.
+    unsafe { thread_local::<u8>(cs::rseqalloc_own_tls_offset() + core::mem::offset_of!(OwnTls, state) as isize).cast() }
 }
 
 /// Reads the index field of this thread's area in use; negative values
@@ -188,22 +224,46 @@ fn read_index() -> Option<usize> {
 /// Registers this thread's own area if it has not tried yet. Returns whether
 /// the thread now has a working registration. Signals are blocked around it
 /// so that a handler's allocation cannot see a half-made registration.
-fn register_own_thread(tls: &mut OwnTls) -> bool {
-    match tls.state {
+fn register_own_thread() -> bool {
+    let state = own_state();
+    // SAFETY (every access to `state`, `area` and `count` below): they are
+    // initial-exec TLS of this thread (ours, or the object's that defined
+    // `__rseq_abi` first), touched only on this thread: by us, with signals
+    // blocked while we change them, and by other users of the convention,
+    // which do not run meanwhile.
+    match unsafe { state.read() } {
         s if s == OwnState::Registered as u32 => return true,
         s if s == OwnState::Failed as u32 => return false,
         _ => {}
     }
     os::with_signals_blocked(|| {
-        if tls.state != OwnState::NotTried as u32 {
+        // SAFETY: as above.
+        if unsafe { state.read() } != OwnState::NotTried as u32 {
             return;
         }
-        // SAFETY: the area is 32-byte aligned TLS of this thread and lives as
-        // long as the thread; the kernel forgets it when the thread exits.
-        let err = unsafe {
-            os::rseq_register((&mut tls.area as *mut Rseq).cast(), core::mem::size_of::<Rseq>() as u32, RSEQ_SIG)
+        let (area_off, count_off) = own_area();
+        // SAFETY: as above.
+        let (area, count) = unsafe { (thread_local::<Rseq>(area_off), thread_local::<u32>(count_off)) };
+        // SAFETY: as above.
+        let err = if unsafe { count.read_volatile() } > 0 {
+            0 // another user registered this area on this thread: count us in
+        } else {
+            // SAFETY: the area is 32-byte aligned TLS of this thread and
+            // lives as long as the thread; the kernel forgets it when the
+            // thread exits.
+            unsafe { os::rseq_register(area.cast(), core::mem::size_of::<Rseq>() as u32, RSEQ_SIG) }
         };
-        tls.state = if err == 0 { OwnState::Registered } else { OwnState::Failed } as u32;
+        // EBUSY: this very area is registered already, by a user that keeps
+        // no count; it works for us as it is.
+        let ok = err == 0 || err == libc::EBUSY;
+        // SAFETY: as above.
+        unsafe {
+            if ok {
+                count.write_volatile(count.read_volatile() + 1);
+            }
+            state.write(if ok { OwnState::Registered } else { OwnState::Failed } as u32);
+        }
     });
-    tls.state == OwnState::Registered as u32
+    // SAFETY: as above.
+    unsafe { state.read() == OwnState::Registered as u32 }
 }
