@@ -51,9 +51,11 @@ fn main() {
         return;
     }
     println!("cargo:rustc-cfg=rseqalloc_percpu");
-    // The tests (preload/ has none) export the shared rseq area, as the README tells programs
+    // The tests export the shared rseq area, as the README tells programs
     // that open rseq-using libraries later to (tests/rseq_share.rs does).
-    if !preload {
+    // preload/ and the published crate have no tests (cargo refuses the
+    // instruction then).
+    if !preload && root.join("tests").is_dir() {
         println!(
             "cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=__rseq_abi,--export-dynamic-symbol=__rseq_refcount"
         );

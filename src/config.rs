@@ -10,7 +10,9 @@
 #![cfg_attr(not(rseqalloc_percpu), allow(dead_code))]
 
 use core::ffi::CStr;
-use core::fmt::{self, Write as _};
+use core::fmt;
+#[cfg(rseqalloc_percpu)]
+use core::fmt::Write as _;
 #[cfg(rseqalloc_percpu)]
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
@@ -640,6 +642,56 @@ impl Config {
     }
 }
 
+/// One option in force: its variable and value ([`Config::options`]);
+/// `Display` writes the value as a user would set it.
+#[derive(Clone, Copy)]
+pub(crate) struct OptionValue {
+    opt: &'static Opt,
+    value: usize,
+}
+
+impl OptionValue {
+    /// The variable's name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.opt.name.to_str().unwrap_or("?")
+    }
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.opt.kind.write_value(self.value, f)
+    }
+}
+
+impl Config {
+    /// Every option with its value, in the table's order (the stats
+    /// report's `options`).
+    pub(crate) fn options(&self) -> impl Iterator<Item = OptionValue> {
+        let values = self.values();
+        OPTIONS.iter().zip(values).map(|(opt, value)| OptionValue { opt, value })
+    }
+
+    /// The table's values of these options (`from_values` undone).
+    fn values(&self) -> [usize; COUNT] {
+        let mut v = [0; COUNT];
+        v[Id::Mode as usize] = MODES.iter().position(|m| *m == self.mode).unwrap_or(0);
+        v[Id::MmCid as usize] = self.mm_cid as usize;
+        v[Id::CpuCacheBytes as usize] = self.cpu_cache_bytes;
+        v[Id::Verbose as usize] = self.verbose as usize;
+        v[Id::Stats as usize] = match self.stats_at_exit {
+            None => 0,
+            Some(Report::Text) => 1,
+            Some(Report::Json) => 3,
+        };
+        v[Id::BadFree as usize] = self.bad_free as usize;
+        v[Id::Check as usize] = self.checked as usize;
+        v[Id::DecayMs as usize] = self.decay_ms;
+        v[Id::Background as usize] = self.background as usize;
+        v[Id::Membarrier as usize] = self.membarrier as usize;
+        v
+    }
+}
+
 /// Every option at its default.
 impl Default for Config {
     fn default() -> Config {
@@ -682,7 +734,7 @@ pub fn print_in_force() {
         let _ = opt.kind.write_value(IN_FORCE[i].load(Ordering::Relaxed), &mut line);
         let _ = write!(line, " ({source}; default ");
         let _ = opt.kind.write_value(opt.default, &mut line);
-        let _ = write!(line, "): {}\n", opt.doc);
+        let _ = writeln!(line, "): {}", opt.doc);
         line.flush();
     }
 }
@@ -861,6 +913,17 @@ mod tests {
         assert_eq!(distance(b"RSEQALLOC_STAT", b"RSEQALLOC_STATS"), 1);
         assert_eq!(distance(b"RSEQALLOC_DECAY", b"RSEQALLOC_DECAY_MS"), 3);
         assert_eq!(distance(b"abc", b"abc"), 0);
+    }
+
+    #[test]
+    fn configs_give_back_their_values() {
+        let o = Options::new().decay_ms(5000).stats_at_exit(true).bad_free(BadFree::Leak).mode(ModeRequest::Rseq);
+        assert_eq!(Config::from_values(&o.values).values(), o.values);
+        let shown: Vec<String> =
+            Config::from_values(&o.values).options().map(|v| format!("{}={v}", v.name())).collect();
+        assert!(shown.contains(&"RSEQALLOC_MODE=rseq".to_string()), "{shown:?}");
+        assert!(shown.contains(&"RSEQALLOC_BAD_FREE=leak".to_string()), "{shown:?}");
+        assert!(shown.contains(&"RSEQALLOC_DECAY_MS=5000".to_string()), "{shown:?}");
     }
 
     #[test]

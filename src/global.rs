@@ -148,6 +148,10 @@ unsafe fn dealloc_unusual(ptr: *mut u8, layout: Layout) {
 /// its callers stay frameless and reach the size classes by a tail call.
 #[inline(never)]
 pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
+    // A program's first allocation may be a mapping, which needs no arena:
+    // the options it follows (the decay, the background thread) are read
+    // at bring-up all the same. Without an arena, mappings still work.
+    init::ensure();
     if medium::fits(size, align) {
         let p = medium::alloc(size, align, intent);
         if !p.is_null() {

@@ -271,7 +271,7 @@ impl Stats {
     /// Every field as the JSON report and `serde` name it, in one list so
     /// the two cannot disagree.
     #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
-    fn fields(&self) -> [(&'static str, Field<'_>); 33] {
+    fn fields(&self) -> [(&'static str, Field<'_>); 34] {
         use Field::*;
         let t = &self.totals;
         [
@@ -308,6 +308,7 @@ impl Stats {
             ("bad_frees", Num(self.bad_frees)),
             ("per_cpu", Cpus(self.per_cpu())),
             ("per_class", Classes(self.per_class())),
+            ("options", Options(&self.config)),
         ]
     }
 }
@@ -321,6 +322,8 @@ enum Field<'a> {
     Nums(&'a [u64]),
     Cpus(&'a [CpuStats]),
     Classes(&'a [ClassStats]),
+    /// `RSEQALLOC_*` name → value in force, as a user would write it.
+    Options(&'a Config),
 }
 
 #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
@@ -485,6 +488,13 @@ fn write_json(out: &mut impl Write, value: &Field<'_>) -> fmt::Result {
         Field::Nums(list) => write_json_list(out, list, |out, n| write!(out, "{n}")),
         Field::Cpus(cpus) => write_json_list(out, cpus, |out, c| write_json_object(out, &c.fields())),
         Field::Classes(classes) => write_json_list(out, classes, |out, c| write_json_object(out, &c.fields())),
+        Field::Options(config) => {
+            out.write_char('{')?;
+            for (i, option) in config.options().enumerate() {
+                write!(out, "{}\"{}\":\"{option}\"", if i > 0 { "," } else { "" }, option.name())?;
+            }
+            out.write_char('}')
+        }
     }
 }
 
@@ -555,7 +565,17 @@ mod serde_impl {
                 Field::Nums(list) => serializer.collect_seq(list),
                 Field::Cpus(cpus) => serializer.collect_seq(cpus),
                 Field::Classes(classes) => serializer.collect_seq(classes),
+                Field::Options(config) => serializer.collect_map(config.options().map(|o| (o.name(), Value(o)))),
             }
+        }
+    }
+
+    /// An option's value as a string, written without allocating.
+    struct Value(crate::config::OptionValue);
+
+    impl Serialize for Value {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&self.0)
         }
     }
 

@@ -69,12 +69,19 @@ fn options_from_code_are_in_force() {
 
 #[test]
 fn the_environment_wins_over_code() {
-    let (config, stderr) =
-        child(&[("RSEQALLOC_DECAY_MS", "7000"), ("RSEQALLOC_BAD_FREE", "abort"), ("RSEQALLOC_VERBOSE", "1")]);
+    let (config, stderr) = child(&[
+        ("RSEQALLOC_DECAY_MS", "7000"),
+        ("RSEQALLOC_BAD_FREE", "abort"),
+        ("RSEQALLOC_VERBOSE", "1"),
+        ("RSEQALLOC_STATS", "json"),
+    ]);
     assert!(config.contains("decay_ms=7000 cpu_cache_bytes=1048576 bad_free=Abort"), "{config}");
     assert!(stderr.contains("rseqalloc:   RSEQALLOC_DECAY_MS=7000 (environment; default 1000)"), "{stderr}");
     assert!(stderr.contains("rseqalloc:   RSEQALLOC_CPU_CACHE_BYTES=1048576 (code; default 2097152)"), "{stderr}");
     assert!(stderr.contains("rseqalloc:   RSEQALLOC_CHECK=0 (default; default 0)"), "{stderr}");
+    // The stats report at exit carries the options in force.
+    assert!(stderr.contains(r#""RSEQALLOC_DECAY_MS":"7000","#), "{stderr}");
+    assert!(stderr.contains(r#""RSEQALLOC_CPU_CACHE_BYTES":"1048576","#), "{stderr}");
 }
 
 #[test]

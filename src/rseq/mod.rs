@@ -226,12 +226,13 @@ fn read_index() -> Option<usize> {
 /// so that a handler's allocation cannot see a half-made registration.
 fn register_own_thread() -> bool {
     let state = own_state();
-    // SAFETY (every access to `state`, `area` and `count` below): they are
-    // initial-exec TLS of this thread (ours, or the object's that defined
-    // `__rseq_abi` first), touched only on this thread: by us, with signals
-    // blocked while we change them, and by other users of the convention,
-    // which do not run meanwhile.
-    match unsafe { state.read() } {
+    // SAFETY: this and every access to `state`, `area` and `count` below:
+    // they are initial-exec TLS of this thread (ours, or the object's that
+    // defined `__rseq_abi` first), touched only on this thread: by us, with
+    // signals blocked while we change them, and by other users of the
+    // convention, which do not run meanwhile.
+    let tried = unsafe { state.read() };
+    match tried {
         s if s == OwnState::Registered as u32 => return true,
         s if s == OwnState::Failed as u32 => return false,
         _ => {}

@@ -15,8 +15,15 @@ pub fn expected_mode() -> Option<Mode> {
     }
 }
 
-/// Checks the process runs in the expected mode and prints it.
+/// Checks the process runs in the expected mode and prints it. The
+/// allocator comes up at its first allocation, so this makes one.
 pub fn check_mode(test: &str) {
+    let layout = std::alloc::Layout::new::<u64>();
+    // SAFETY: a block of `layout`, freed with it.
+    unsafe {
+        use std::alloc::GlobalAlloc;
+        rseqalloc::RseqAlloc.dealloc(rseqalloc::RseqAlloc.alloc(layout), layout);
+    }
     let stats = rseqalloc::stats();
     println!("{test}: mode {:?}, caches by {:?}", stats.mode, stats.cache_index);
     if let Some(want) = expected_mode() {
