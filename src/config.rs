@@ -480,9 +480,14 @@ impl Options {
         self.with(Id::Verbose, on as usize)
     }
 
-    /// `RSEQALLOC_STATS`.
-    pub const fn stats_at_exit(self, on: bool) -> Options {
-        self.with(Id::Stats, on as usize)
+    /// `RSEQALLOC_STATS`: the report written at exit, if any.
+    pub const fn stats_at_exit(self, report: Option<Report>) -> Options {
+        let value = match report {
+            None => 0,
+            Some(Report::Text) => 1,
+            Some(Report::Json) => 3, // the table's value of the word `json`
+        };
+        self.with(Id::Stats, value)
     }
 
     /// `RSEQALLOC_BAD_FREE` (C API).
@@ -917,13 +922,18 @@ mod tests {
 
     #[test]
     fn configs_give_back_their_values() {
-        let o = Options::new().decay_ms(5000).stats_at_exit(true).bad_free(BadFree::Leak).mode(ModeRequest::Rseq);
+        let o = Options::new()
+            .decay_ms(5000)
+            .stats_at_exit(Some(Report::Json))
+            .bad_free(BadFree::Leak)
+            .mode(ModeRequest::Rseq);
         assert_eq!(Config::from_values(&o.values).values(), o.values);
         let shown: Vec<String> =
             Config::from_values(&o.values).options().map(|v| format!("{}={v}", v.name())).collect();
         assert!(shown.contains(&"RSEQALLOC_MODE=rseq".to_string()), "{shown:?}");
         assert!(shown.contains(&"RSEQALLOC_BAD_FREE=leak".to_string()), "{shown:?}");
         assert!(shown.contains(&"RSEQALLOC_DECAY_MS=5000".to_string()), "{shown:?}");
+        assert!(shown.contains(&"RSEQALLOC_STATS=json".to_string()), "{shown:?}");
     }
 
     #[test]
