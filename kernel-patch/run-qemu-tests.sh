@@ -176,7 +176,7 @@ check_config() {
 }
 
 build_kernel() {
-	local out=$1 src=$WORK/src/linux-source-6.12 build=$WORK/build p tmp
+	local out=$1 src=$WORK/src/linux-source-6.12 build=$WORK/build p tmp targets
 	log "cache miss: building kernel into $out"
 	rm -rf "$WORK/src" "$build" "$WORK/hdr" "$WORK/selftests"
 	mkdir -p "$WORK/src" "$build"
@@ -193,8 +193,12 @@ build_kernel() {
 		die "merge_config failed"
 	make -C "$src" -s ARCH=x86_64 O="$build" olddefconfig >/dev/null || die "olddefconfig failed"
 	check_config "$build/.config" || die "config fragment options lost, see above"
-	log "make vmlinux -j$JOBS (log: $build/make.log)"
-	env "${KBUILD_ENV[@]}" make -C "$src" ARCH=x86_64 O="$build" -j"$JOBS" vmlinux > "$build/make.log" 2>&1 ||
+	# KASAN's instrumented C code cannot run at the PVH entry (before its
+	# shadow exists): the debug kernel boots as a bzImage instead.
+	targets=vmlinux
+	[ "$DEBUG" = 1 ] && targets="vmlinux bzImage"
+	log "make $targets -j$JOBS (log: $build/make.log)"
+	env "${KBUILD_ENV[@]}" make -C "$src" ARCH=x86_64 O="$build" -j"$JOBS" $targets > "$build/make.log" 2>&1 ||
 		{ tail -30 "$build/make.log"; die "kernel build failed"; }
 	log "headers_install + selftests/rseq/regions_test"
 	make -C "$src" -s ARCH=x86_64 O="$build" headers_install INSTALL_HDR_PATH="$WORK/hdr" >/dev/null ||
@@ -207,6 +211,7 @@ build_kernel() {
 		{ cat "$WORK/selftests/build.log"; die "selftest build failed"; }
 	tmp=$(mktemp -d "$KCACHE/.tmp.XXXXXX")
 	strip -o "$tmp/vmlinux" "$build/vmlinux"
+	[ "$DEBUG" = 1 ] && cp "$build/arch/x86/boot/bzImage" "$tmp/bzImage"
 	cp "$build/.config" "$tmp/config"
 	cp "$WORK/selftests/regions_test" "$tmp/regions_test"
 	echo "$KSRC_VER" > "$tmp/source-version"
@@ -428,7 +433,7 @@ boot() {
 	log "booting with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
 	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
 		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m "$((smp > 8 ? 4 : 1))G" \
-		-nographic -no-reboot -kernel "$KDIR/vmlinux" -initrd "$WORK/initramfs.cpio" \
+		-nographic -no-reboot -kernel "$KDIR/$KIMAGE" -initrd "$WORK/initramfs.cpio" \
 		-append "$append" < /dev/null > "$log.raw" 2>&1
 	rc=$?
 	tr -d '\r' < "$log.raw" > "$log"
@@ -509,7 +514,8 @@ main() {
 	mkdir -p "$KCACHE" "$WORK"
 	key=$(cache_key)
 	KDIR=$KCACHE/$key
-	if [ -f "$KDIR/vmlinux" ] && [ -f "$KDIR/regions_test" ]; then
+	KIMAGE=$([ "$DEBUG" = 1 ] && echo bzImage || echo vmlinux)
+	if [ -f "$KDIR/$KIMAGE" ] && [ -f "$KDIR/regions_test" ]; then
 		log "kernel cache hit: $KDIR"
 	else
 		build_kernel "$KDIR"
