@@ -4,7 +4,7 @@
 //! functions below; errno is set in one place (`fail`), bad pointers are
 //! judged by `check`, the class map's medium runs and the large-block registry.
 //!
-//! Semantics (design.md §3.2, checked against glibc by tests/c/conformance.c):
+//! Semantics (glibc's, checked against glibc by tests/c/conformance.c):
 //! `malloc(0)` is a unique 16-byte block; a size above `PTRDIFF_MAX` or an
 //! overflowing product is NULL with `ENOMEM`; `realloc(p, 0)` frees `p` and
 //! returns NULL; a failed `realloc` leaves the block alone; `posix_memalign`

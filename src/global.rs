@@ -84,7 +84,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
         let new_class = SizeClass::for_layout(new_size, align);
         match (old_class, new_class) {
             // Same class: the block already fits, and a later dealloc with
-            // the new layout derives the same class (design.md §3.10).
+            // the new layout derives the same class.
             (Some(a), Some(b)) if a == b => return ptr,
             (None, None) => {
                 // SAFETY: ptr is a live medium or large block (its layout

@@ -462,8 +462,9 @@ impl Region {
     }
 
     /// Sets the capacity of some classes while sections may be running on
-    /// this region from any CPU: the remote-operation protocol (design.md
-    /// §6.5). `plan(class, header)` gives a class's new capacity in slots
+    /// this region from any CPU: the remote-operation protocol (stop the
+    /// stack, fence, then change it; `tests/model_remote.rs` checks it).
+    /// `plan(class, header)` gives a class's new capacity in slots
     /// (None leaves the class alone; growing is `grow_locked`'s job, so a
     /// larger value keeps the capacity); `header.aux` tells it the class's
     /// misses since the previous call, and every count starts again at zero.

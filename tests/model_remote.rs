@@ -1,4 +1,4 @@
-//! Model test of the remote-operation protocol (design.md §6.5): a simulated
+//! Model test of the remote-operation protocol: a simulated
 //! CPU runs the critical sections' loads and stores one at a time on a real
 //! region, exactly as the asm orders them; a remote thread shrinks or drains
 //! a class with the real `Region::resize_locked`; the schedule interleaves

@@ -2,7 +2,7 @@
 //! restartable-sequence area (glibc's, our own, or none), publishes that to the
 //! critical sections, and registers our own area per thread where needed.
 //!
-//! Decision (design.md §3.8): glibc's area when `__rseq_size > 0`; else our
+//! Decision: glibc's area when `__rseq_size > 0`; else our
 //! own 32-byte area, registered lazily by each thread's first slow path; else
 //! (ENOSYS under valgrind or rr, a seccomp denial, `RSEQALLOC_MODE=fallback`)
 //! the locked fallback. We never register beside glibc and never write the
