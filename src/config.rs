@@ -315,6 +315,17 @@ pub fn mode_request(index: usize) -> ModeRequest {
     MODES.get(index).copied().unwrap_or(ModeRequest::Auto)
 }
 
+/// Parses an unsigned decimal number; None on anything else or overflow.
+pub fn parse_decimal(text: &[u8]) -> Option<usize> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0usize, |acc, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(digit as usize)
+    })
+}
+
 impl Kind {
     /// The value `text` sets, or None if this kind does not accept it.
     fn parse(&self, text: &[u8]) -> Option<usize> {
@@ -325,7 +336,7 @@ impl Kind {
                 parse_flag(word).map(usize::from).or_else(|| parse_choice(word, words).map(|i| i + 2))
             }
             Kind::Choice(words) => parse_choice(Word::from_bytes(text)?, words),
-            Kind::Number { min, max } => os::parse_decimal(text).filter(|v| (min..=max).contains(v)),
+            Kind::Number { min, max } => parse_decimal(text).filter(|v| (min..=max).contains(v)),
         }
     }
 
@@ -846,12 +857,12 @@ mod tests {
 
     #[test]
     fn decimals_parse_strictly() {
-        assert_eq!(os::parse_decimal(b"0"), Some(0));
-        assert_eq!(os::parse_decimal(b"1048576"), Some(1 << 20));
-        assert_eq!(os::parse_decimal(b""), None);
-        assert_eq!(os::parse_decimal(b"12k"), None);
-        assert_eq!(os::parse_decimal(b"-1"), None);
-        assert_eq!(os::parse_decimal(b"99999999999999999999999"), None);
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"1048576"), Some(1 << 20));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"12k"), None);
+        assert_eq!(parse_decimal(b"-1"), None);
+        assert_eq!(parse_decimal(b"99999999999999999999999"), None);
     }
 
     #[test]

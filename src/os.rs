@@ -289,7 +289,7 @@ pub fn resident_bytes() -> u64 {
     let mut buf = [0u8; 128];
     let Some(n) = read_file(c"/proc/self/statm", &mut buf) else { return 0 };
     let mut fields = buf[..n].split(|&b| b == b' ');
-    let pages = fields.nth(1).and_then(parse_decimal).unwrap_or(0);
+    let pages = fields.nth(1).and_then(crate::config::parse_decimal).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
     pages as u64 * page
@@ -478,7 +478,7 @@ pub fn thread_count() -> Option<usize> {
     let close = buf[..n].iter().rposition(|&b| b == b')')?;
     let mut fields = buf[close + 1..n].split(|&b| b == b' ').filter(|f| !f.is_empty());
     let zombie_main = fields.next()? == b"Z";
-    let threads = parse_decimal(fields.nth(16)?)?;
+    let threads = crate::config::parse_decimal(fields.nth(16)?)?;
     threads.checked_sub(zombie_main as usize)
 }
 
@@ -558,7 +558,7 @@ pub fn glibc_minor() -> u32 {
     // SAFETY: gnu_get_libc_version returns a NUL-terminated static string.
     let text = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_bytes();
     let minor = text.split(|&b| b == b'.').nth(1).unwrap_or(b"");
-    parse_decimal(minor).unwrap_or(0) as u32
+    crate::config::parse_decimal(minor).unwrap_or(0) as u32
 }
 
 /// Writes bytes to a stdio stream (`malloc_info`'s output). Stdio may
@@ -576,15 +576,4 @@ pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) {
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
     unsafe { libc::abort() }
-}
-
-/// Parses an unsigned decimal number (an option's value, a /proc field); None on anything else or overflow.
-pub fn parse_decimal(text: &[u8]) -> Option<usize> {
-    if text.is_empty() {
-        return None;
-    }
-    text.iter().try_fold(0usize, |acc, &b| {
-        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(digit as usize)
-    })
 }

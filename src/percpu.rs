@@ -629,7 +629,7 @@ pub fn highest_listed_cpu(text: &[u8]) -> Option<usize> {
     for part in text.split(|&b| b == b',') {
         let part = part.strip_suffix(b"\n").unwrap_or(part);
         let last = part.rsplit(|&b| b == b'-').next()?;
-        let value = os::parse_decimal(last)?;
+        let value = crate::config::parse_decimal(last)?;
         highest = highest.max(Some(value));
     }
     highest
