@@ -1,37 +1,47 @@
-/* xmalloc-like producer/consumer with cross-thread frees.
+/* Producer/consumer hand-off in the shape of Lever and Boreham's malloc test
+ * (USENIX 2000, "malloc() Performance in a Multithreaded Linux Environment";
+ * mimalloc-bench's xmalloc-test), written from its description.
  *
  * P = ceil(THREADS/2) producers and C = max(1, THREADS/2) consumers (so
- * THREADS=1 still runs one producer and one consumer: the workload is about
- * cross-thread frees).  Producers malloc blocks of random small sizes (mostly
- * 16..256 B, 1 in 64 up to 4 KiB), tag them, and pack BATCH of them into a
- * heap-allocated batch record which is pushed onto a bounded queue owned by
- * consumer (p % C).  Consumers pop batches, verify and free every block and
- * the batch record.  All memory is freed by a thread other than the one that
- * allocated it — the asymmetric pattern that starves per-thread caches.
+ * THREADS=1 still runs one of each: the workload is about cross-thread
+ * frees, and THREADS=4 is the original's 2 + 2).  A producer mallocs 64-byte
+ * objects in batches of 4096: each batch is a heap-allocated record holding
+ * the 4096 pointers and a link, 32 776 bytes, itself allocated before its
+ * objects and freed by the consumer after them.  Batches pass through ONE
+ * shared queue of at most 100 batches (mutex + condition variables); a
+ * producer waits while it is full.  Consumers pop batches, verify and free
+ * every object, then the record.
  *
- * ops = blocks passed (one malloc in the producer + one free in the consumer).
+ * What this stresses is the middle end: every object of a class is
+ * allocated on one CPU and freed on another, 4096 at a time, so a per-CPU
+ * or per-thread cache overflows on the consumers and runs dry on the
+ * producers, and up to 100 × 256 KiB of objects are in flight.  An
+ * allocator that gives a span back to its page heap as soon as a consumer
+ * has freed all its objects carves it again for the next batch.
+ *
+ * ops = objects passed (one malloc in a producer + one free in a consumer).
  */
 #include "wl_common.h"
 
-#define BATCH 64
-#define QCAP 64 /* batches per queue */
+#define OBJ 64
+#define BATCH 4096
+#define QCAP 100 /* batches in the queue, at most */
 
 typedef struct batch {
-  int n;
-  uint32_t sz[BATCH];
+  struct batch *next;
   void *p[BATCH];
 } batch_t;
 
-typedef struct {
+_Static_assert(sizeof(batch_t) == 32776, "the original's batch record size");
+
+static struct {
   pthread_mutex_t mu;
   pthread_cond_t not_empty, not_full;
-  batch_t *ring[QCAP];
-  unsigned head, count;
+  batch_t *head, *tail;
+  unsigned count;
   int producers_left;
-} queue_t;
+} q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0};
 
-static queue_t *queues;
-static int nprod, ncons;
 static uint64_t per_prod, seed;
 
 typedef struct {
@@ -39,75 +49,77 @@ typedef struct {
   uint64_t sum, n;
 } targ_t;
 
-static void q_push(queue_t *q, batch_t *b) {
-  pthread_mutex_lock(&q->mu);
-  while (q->count == QCAP) pthread_cond_wait(&q->not_full, &q->mu);
-  q->ring[(q->head + q->count) % QCAP] = b;
-  q->count++;
-  pthread_cond_signal(&q->not_empty);
-  pthread_mutex_unlock(&q->mu);
+static void q_push(batch_t *b) {
+  pthread_mutex_lock(&q.mu);
+  while (q.count == QCAP) pthread_cond_wait(&q.not_full, &q.mu);
+  b->next = NULL;
+  if (q.tail)
+    q.tail->next = b;
+  else
+    q.head = b;
+  q.tail = b;
+  q.count++;
+  pthread_cond_signal(&q.not_empty);
+  pthread_mutex_unlock(&q.mu);
 }
 
-/* returns NULL when all producers feeding this queue are done and it is empty */
-static batch_t *q_pop(queue_t *q) {
+/* NULL once every producer is done and the queue is empty */
+static batch_t *q_pop(void) {
   batch_t *b = NULL;
-  pthread_mutex_lock(&q->mu);
-  while (q->count == 0 && q->producers_left > 0) pthread_cond_wait(&q->not_empty, &q->mu);
-  if (q->count > 0) {
-    b = q->ring[q->head];
-    q->head = (q->head + 1) % QCAP;
-    q->count--;
-    pthread_cond_signal(&q->not_full);
+  pthread_mutex_lock(&q.mu);
+  while (q.count == 0 && q.producers_left > 0) pthread_cond_wait(&q.not_empty, &q.mu);
+  if (q.count > 0) {
+    b = q.head;
+    q.head = b->next;
+    if (!q.head) q.tail = NULL;
+    q.count--;
+    pthread_cond_signal(&q.not_full);
   }
-  pthread_mutex_unlock(&q->mu);
+  pthread_mutex_unlock(&q.mu);
   return b;
 }
 
-static void q_producer_done(queue_t *q) {
-  pthread_mutex_lock(&q->mu);
-  q->producers_left--;
-  pthread_cond_broadcast(&q->not_empty);
-  pthread_mutex_unlock(&q->mu);
+static void q_producer_done(void) {
+  pthread_mutex_lock(&q.mu);
+  q.producers_left--;
+  pthread_cond_broadcast(&q.not_empty);
+  pthread_mutex_unlock(&q.mu);
 }
 
 static void *producer(void *vp) {
   targ_t *ta = (targ_t *)vp;
-  queue_t *q = &queues[ta->id % ncons];
-  wl_rng rng;
-  wl_rng_seed(&rng, seed, 1000 + (uint64_t)ta->id, 0);
   uint64_t made = 0;
   while (made < per_prod) {
     batch_t *b = (batch_t *)wl_malloc(sizeof(batch_t));
-    b->n = 0;
-    while (b->n < BATCH && made < per_prod) {
-      uint32_t sz = wl_below(&rng, 64) == 0 ? (uint32_t)wl_range(&rng, 257, 4096)
-                                            : (uint32_t)wl_range(&rng, 16, 256);
+    for (int i = 0; i < BATCH; i++) {
+      /* the last batch is short: its tail slots are NULL */
+      if (made == per_prod) {
+        b->p[i] = NULL;
+        continue;
+      }
       uint64_t tag = wl_tag(seed, 1 + (uint64_t)ta->id, made);
-      void *p = wl_malloc(sz);
-      wl_fill(p, sz, tag);
-      b->p[b->n] = p;
-      b->sz[b->n] = sz;
-      b->n++;
+      void *p = wl_malloc(OBJ);
+      wl_fill(p, OBJ, tag);
+      b->p[i] = p;
       ta->sum += tag;
       made++;
     }
-    q_push(q, b);
+    q_push(b);
   }
   ta->n = made;
-  q_producer_done(q);
+  q_producer_done();
   return NULL;
 }
 
 static void *consumer(void *vp) {
   targ_t *ta = (targ_t *)vp;
-  queue_t *q = &queues[ta->id];
   batch_t *b;
-  while ((b = q_pop(q)) != NULL) {
-    for (int i = 0; i < b->n; i++) {
-      ta->sum += wl_check(b->p[i], b->sz[i], 0);
+  while ((b = q_pop()) != NULL) {
+    for (int i = 0; i < BATCH && b->p[i]; i++) {
+      ta->sum += wl_check(b->p[i], OBJ, 0);
       free(b->p[i]);
+      ta->n++;
     }
-    ta->n += (uint64_t)b->n;
     free(b);
   }
   return NULL;
@@ -116,16 +128,10 @@ static void *consumer(void *vp) {
 int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "xmalloc");
   seed = a.seed;
-  nprod = (a.threads + 1) / 2;
-  ncons = a.threads / 2 > 0 ? a.threads / 2 : 1;
-  per_prod = wl_scaled(a.scale, 12000000, 1000);
-  queues = (queue_t *)calloc((size_t)ncons, sizeof(queue_t));
-  for (int c = 0; c < ncons; c++) {
-    pthread_mutex_init(&queues[c].mu, NULL);
-    pthread_cond_init(&queues[c].not_empty, NULL);
-    pthread_cond_init(&queues[c].not_full, NULL);
-  }
-  for (int p = 0; p < nprod; p++) queues[p % ncons].producers_left++;
+  int nprod = (a.threads + 1) / 2;
+  int ncons = a.threads / 2 > 0 ? a.threads / 2 : 1;
+  per_prod = wl_scaled(a.scale, 16000000, 1000);
+  q.producers_left = nprod;
   pthread_t *th = (pthread_t *)wl_malloc(sizeof(pthread_t) * (size_t)(nprod + ncons));
   targ_t *ta = (targ_t *)calloc((size_t)(nprod + ncons), sizeof(targ_t));
   double t0 = wl_now();
@@ -145,12 +151,6 @@ int main(int argc, char **argv) {
   wl_expect_eq("blocks made==freed", made, freed);
   wl_expect_eq("allocsum==freesum", asum, fsum);
   wl_result("xmalloc", &a, made, "blocks", el, fsum, freed);
-  for (int c = 0; c < ncons; c++) {
-    pthread_mutex_destroy(&queues[c].mu);
-    pthread_cond_destroy(&queues[c].not_empty);
-    pthread_cond_destroy(&queues[c].not_full);
-  }
-  free(queues);
   free(th);
   free(ta);
   return 0;
