@@ -33,7 +33,9 @@
 
 /* ClassHeader: {u16 current, u16 aux, u16 end, u16 begin}, slot indices
  * from the region start. Pop needs current > begin; push needs current < end.
- * The critical sections only ever store `current`. */
+ * The critical sections only ever store `current`. A stopped header (end 0,
+ * begin 0xFFFF) makes every section miss: the slow paths stop a header
+ * before they change it under sections that may be running. */
 #define HDR_OFF_CURRENT 0
 #define HDR_OFF_END 4
 #define HDR_OFF_BEGIN 6

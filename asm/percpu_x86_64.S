@@ -51,7 +51,7 @@
  * also clears the block's freed stamp once it owns the block (src/check.rs),
  * so that C `malloc` is one tail call too.
  *
- * Two copies of every section, from the same macros (issue 5):
+ * Two copies of every section, from the same macros:
  *   <name>_mainline  arms its descriptor in the thread's rseq area, as above;
  *   <name>_region    stores no descriptor: the kernel knows its range from
  *                    the restart-region table (prctl PR_RSEQ_REGIONS) that
@@ -133,7 +133,14 @@
 /* ARM(name, mode): in a mainline copy, find this thread's rseq area (its
  * thread-pointer offset, in %rax) and publish name's descriptor in it. A
  * region copy publishes nothing: its range is in the kernel's table. A
- * restart comes back here. */
+ * restart comes back here.
+ *
+ *	arm:	if (mode == mainline) {
+ *			rax = ctl.area_off;
+ *			rcx = &name_cs;
+ *			((struct rseq *)(fs + rax))->rseq_cs = rcx;
+ *		}
+ */
 .macro ARM name, mode
 .L\name\()_arm:
 	.ifc \mode, mainline
@@ -149,7 +156,14 @@
  * index from any other area would not be protected by it. Its `field` is
  * the index's offset in struct rseq when the copy is specialised for one
  * (the small entry points: one load fewer), else `any`: the offset
- * init published. A region copy needs only the index's own offset. */
+ * init published. A region copy needs only the index's own offset.
+ *
+ *	reg = mode == region ? *(u32 *)(fs + ctl.idx_off)
+ *	    : field == any   ? *(u32 *)(fs + rax + ctl.idx_field)
+ *	    :                  *(u32 *)(fs + rax + field);
+ *	if (reg >= ctl.ncpu) goto miss;		(unsigned: -1 and -2 miss)
+ *	reg = ctl.slabs + (reg << REGION_SHIFT);	(the region)
+ */
 .macro REGION reg, reg32, miss, mode, field
 	.ifc \mode, region
 	movq CTL_IDX_OFF, \reg
@@ -169,7 +183,19 @@
 .endm
 
 /* POP(name, miss, mode, field): the pop section for the class in %rdi; the
- * object ends in %rax. Clobbers %rcx, %rdx. */
+ * object ends in %rax. Clobbers %rcx, %rdx. With `hdr` the class's header
+ * (region + HEADERS_OFF + rdi * HDR_SIZE) and `slot` the region as an
+ * array of pointers:
+ *
+ *	arm:	ARM
+ *	start:	rdx = REGION;				(or goto miss)
+ *		rcx = hdr->current;
+ *		if (rcx <= hdr->begin) goto miss;	(empty, or stopped)
+ *		rax = slot[rcx - 1];
+ *		meta.alloc_hits++;
+ *		hdr->current--;				<- commit
+ *	commit:
+ */
 .macro POP name, miss, mode, field
 	ARM \name, \mode
 .L\name\()_start:
@@ -185,7 +211,17 @@
 
 /* PUSH(name, miss, cls, obj, mode, field): the push section of the object
  * in register `obj` on the class in register `cls`. Clobbers %rax, %rcx,
- * %rdx. */
+ * %rdx. With `hdr` the header of class `cls`, as in POP:
+ *
+ *	arm:	ARM
+ *	start:	rdx = REGION;				(or goto miss)
+ *		rcx = hdr->current;
+ *		if (rcx >= hdr->end) goto miss;		(full, or stopped)
+ *		slot[rcx] = obj;
+ *		meta.free_hits++;
+ *		hdr->current++;				<- commit
+ *	commit:
+ */
 .macro PUSH name, miss, cls, obj, mode, field
 	ARM \name, \mode
 .L\name\()_start:
@@ -214,7 +250,12 @@
 
 /* ABORT(name, site): the signed abort handler. The signature is hidden in a
  * `nopl RSEQ_SIG(%rip)` so that a disassembler or a stray fall-through sees
- * a harmless instruction; the kernel reads the 4 bytes at abort_ip - 4. */
+ * a harmless instruction; the kernel reads the 4 bytes at abort_ip - 4.
+ *
+ *		.long RSEQ_SIG			(inside the nopl)
+ *	abort:	restarts[site]++;		(atomic: any CPU may abort)
+ *		goto arm;			(inputs are untouched: start over)
+ */
 .macro ABORT name, site
 	.byte 0x0f, 0x1f, 0x05
 	.long RSEQ_SIG
@@ -345,6 +386,12 @@ rseqalloc_rseq_cs:
  *   know the class, such as the over-aligned path).
  *   Both return an object of the class from this CPU's cache, or tail-call
  *   MALLOC_MISS(class).
+ *
+ *	malloc_small:	rdi = rseqalloc_class_of[rdi];	(rax: the table)
+ *	malloc_class:	POP(rdi) -> rax, or goto miss;
+ *			STAMP_CLEAR;			(C library: rax->stamp = 0)
+ *			return rax;
+ *	miss:		return MALLOC_MISS(rdi);	(tail call)
  */
 .macro MALLOC_SMALL copy, mode, field
 FUNCTION_BEGIN rseqalloc_malloc_small_\copy
@@ -369,6 +416,11 @@ RSEQ_DESCRIPTOR rseqalloc_malloc_small_\copy
  *   class from the class map).
  *   Both push it on this CPU's cache of its class, or tail-call
  *   rseqalloc_free_slow(object, class).
+ *
+ *	free_small:	rsi = rseqalloc_class_of[rsi];	(rax: the table)
+ *	free_class:	PUSH(cls rsi, obj rdi), or goto miss;
+ *			return;
+ *	miss:		return rseqalloc_free_slow(rdi, rsi);	(tail call)
  */
 .macro FREE_SMALL copy, mode, field
 FUNCTION_BEGIN rseqalloc_free_small_\copy
@@ -386,8 +438,12 @@ RSEQ_DESCRIPTOR rseqalloc_free_small_\copy
 /*
  * void *rseqalloc_cs_pop(size_t class)
  *   rdi = class. Returns the top object of this CPU's stack for `class`, or
- *   NULL if the stack is empty, locked, or the thread has no usable index.
+ *   NULL if the stack is empty, stopped, or the thread has no usable index.
  *   Clobbers rax, rcx, rdx.
+ *
+ *	POP(rdi) -> rax, or goto miss;
+ *	return rax;
+ *	miss: return NULL;
  */
 .macro CS_POP mode
 FUNCTION_BEGIN rseqalloc_cs_pop_\mode
@@ -404,8 +460,12 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop_\mode
 /*
  * bool rseqalloc_cs_push(size_t class, void *object)
  *   rdi = class, rsi = object. Pushes `object` on this CPU's stack for
- *   `class`; returns 1, or 0 if the stack is full, locked, or unusable.
+ *   `class`; returns 1, or 0 if the stack is full, stopped, or unusable.
  *   Clobbers rax, rcx, rdx.
+ *
+ *	PUSH(cls rdi, obj rsi), or goto miss;
+ *	return 1;
+ *	miss: return 0;
  */
 .macro CS_PUSH mode
 FUNCTION_BEGIN rseqalloc_cs_push_\mode
@@ -424,7 +484,21 @@ RSEQ_DESCRIPTOR rseqalloc_cs_push_\mode
  * size_t rseqalloc_cs_pop_batch(size_t class, void **out, size_t n)
  *   rdi = class, rsi = out, rdx = n. Moves k = min(n, stack depth) objects
  *   from the top of this CPU's stack to out[0..k] and returns k; one commit.
- *   Clobbers rax, rcx, r8-r11.
+ *   Clobbers rax, rcx, r8-r11. With `hdr` and `slot` as in POP:
+ *
+ *		if (rdx == 0) goto miss;
+ *	arm:	ARM
+ *	start:	r8 = REGION;				(or goto miss)
+ *		rcx = hdr->current;
+ *		r9 = hdr->begin;
+ *		rax = rcx - r9;				(signed: the depth)
+ *		if (rax <= 0) goto miss;		(empty, or stopped)
+ *		rax = min(rax, rdx);			(k)
+ *		for (r10 = 0; r10 < rax; r10++)
+ *			rsi[r10] = slot[--rcx];		(through r11)
+ *		hdr->current = cx;			<- commit
+ *	commit:	return rax;
+ *	miss:	return 0;
  */
 .macro CS_POP_BATCH mode
 FUNCTION_BEGIN rseqalloc_cs_pop_batch_\mode
@@ -436,7 +510,7 @@ FUNCTION_BEGIN rseqalloc_cs_pop_batch_\mode
 	movzwl CURRENT(%r8), %ecx
 	movzwl BEGIN(%r8), %r9d
 	movq %rcx, %rax
-	subq %r9, %rax			/* depth; <= 0 when empty or locked */
+	subq %r9, %rax			/* depth; <= 0 when empty or stopped */
 	jle .Lrseqalloc_cs_pop_batch_\mode\()_miss
 	cmpq %rdx, %rax
 	cmovaq %rdx, %rax		/* k = min(n, depth) */
@@ -462,7 +536,20 @@ RSEQ_DESCRIPTOR rseqalloc_cs_pop_batch_\mode
  * size_t rseqalloc_cs_push_batch(size_t class, void *const *items, size_t n)
  *   rdi = class, rsi = items, rdx = n. Pushes items[0..k], k = min(n, free
  *   slots), on this CPU's stack and returns k; one commit.
- *   Clobbers rax, rcx, r8-r11.
+ *   Clobbers rax, rcx, r8-r11. With `hdr` and `slot` as in POP:
+ *
+ *		if (rdx == 0) goto miss;
+ *	arm:	ARM
+ *	start:	r8 = REGION;				(or goto miss)
+ *		rcx = hdr->current;
+ *		rax = hdr->end - rcx;			(signed: the free slots)
+ *		if (rax <= 0) goto miss;		(full, or stopped)
+ *		rax = min(rax, rdx);			(k)
+ *		for (r10 = 0; r10 < rax; r10++)
+ *			slot[rcx++] = rsi[r10];		(through r11)
+ *		hdr->current = cx;			<- commit
+ *	commit:	return rax;
+ *	miss:	return 0;
  */
 .macro CS_PUSH_BATCH mode
 FUNCTION_BEGIN rseqalloc_cs_push_batch_\mode
@@ -473,7 +560,7 @@ FUNCTION_BEGIN rseqalloc_cs_push_batch_\mode
 	REGION %r8, %r8d, .Lrseqalloc_cs_push_batch_\mode\()_miss, \mode, any
 	movzwl CURRENT(%r8), %ecx
 	movzwl END(%r8), %eax
-	subq %rcx, %rax			/* free slots; <= 0 when full or locked */
+	subq %rcx, %rax			/* free slots; <= 0 when full or stopped */
 	jle .Lrseqalloc_cs_push_batch_\mode\()_miss
 	cmpq %rdx, %rax
 	cmovaq %rdx, %rax		/* k = min(n, free slots) */

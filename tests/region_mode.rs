@@ -1,4 +1,5 @@
-//! Region mode (issue 5) as a program sees it, on whatever kernel runs it.
+//! Region mode (the patched kernel's restart regions) as a program sees it,
+//! on whatever kernel runs it.
 //!
 //! On a stock kernel `prctl(PR_RSEQ_REGIONS, PR_RSEQ_REGIONS_QUERY)` fails
 //! with EINVAL and the allocator stays in a mainline mode. On a kernel with

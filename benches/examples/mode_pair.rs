@@ -1,6 +1,7 @@
-//! The mode comparison of issue 5: the cost of a malloc+free pair and the
-//! restart counts, in whichever mode the allocator runs (region mode on a
-//! kernel with restart regions, or `RSEQALLOC_MODE=mainline`).
+//! The comparison of the mainline and region modes: the cost of a
+//! malloc+free pair and the restart counts, in whichever mode the allocator
+//! runs (region mode on a kernel with restart regions, or
+//! `RSEQALLOC_MODE=mainline`).
 //! kernel-patch/run-qemu-tests.sh runs it in both modes in the same boot and
 //! puts the ratio in its log; under QEMU TCG only such ratios mean anything.
 //!
