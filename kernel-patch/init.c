@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -62,6 +63,72 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * Makes the kernel's random pool ready before any test runs; returns the
+ * seconds that took. A static binary cannot find glibc's getrandom() with
+ * dlsym, so Rust's getrandom crate (proptest seeds from it) falls back to
+ * /dev/urandom after poll()ing /dev/random until the pool is initialised.
+ * poll() waits for interrupt entropy alone, which an idle TCG guest without
+ * RDRAND or virtio-rng gathers over many minutes (model_remote sat in that
+ * poll at 16 vCPUs). A blocking getrandom(2) instead has the kernel
+ * gather timer-jitter entropy until the pool is ready, as the first read
+ * of a real system's boot would.
+ */
+static double random_pool_ready(void)
+{
+	double t0 = now();
+	char byte;
+
+	if (getrandom(&byte, 1, GRND_NONBLOCK) == 1)
+		return 0;
+	while (getrandom(&byte, 1, 0) < 0 && errno == EINTR)
+		;
+	return now() - t0;
+}
+
+/* Prints one line of a /proc file, prefixed, if it can be read. */
+static void show(const char *prefix, const char *path)
+{
+	char buf[512];
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return;
+	if (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = 0;
+		printf("KTEST-HUNG %s %s\n", prefix, buf);
+	}
+	fclose(f);
+}
+
+/*
+ * Where a timed-out test's threads are, before it is killed: each thread's
+ * state, the system call it is in (number and arguments) and, where the
+ * kernel has CONFIG_STACKTRACE, its kernel stack. Tells a blocked test
+ * (a futex, a membarrier) from a busy one (state R, "running").
+ */
+static void dump_threads(pid_t pid)
+{
+	char path[64], file[400];
+	struct dirent *d;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	dir = opendir(path);
+	while (dir && (d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s/stat", path, d->d_name);
+		show("stat", file);
+		snprintf(file, sizeof(file), "%s/%s/syscall", path, d->d_name);
+		show("syscall", file);
+		snprintf(file, sizeof(file), "%s/%s/wchan", path, d->d_name);
+		show("wchan", file);
+	}
+	if (dir)
+		closedir(dir);
+}
+
 /* Run one test; returns its status word, or -1 on timeout. */
 static int run(const char *name, int timeout)
 {
@@ -97,6 +164,7 @@ static int run(const char *name, int timeout)
 		if (r < 0 && errno != EINTR)
 			return 255 << 8;
 		if (now() > deadline) {
+			dump_threads(pid);
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
@@ -125,6 +193,7 @@ int main(void)
 	printf("KTEST-INFO kernel %s %s, %ld cpus online, clocksource %s\n",
 	       u.release, u.version, sysconf(_SC_NPROCESSORS_ONLN),
 	       clocksource());
+	printf("KTEST-INFO random pool ready after %.1fs\n", random_pool_ready());
 
 	/* Every test is run: the list grows, it never drops one. */
 	dir = opendir(TEST_DIR);
