@@ -4,8 +4,8 @@
 # Build Debian's linux-source-6.12 with the restart-regions series, boot it
 # under QEMU (TCG) with 2 and then 4 vCPUs, and run in the guest:
 #   - the kernel selftest tools/testing/selftests/rseq/regions_test (from the series),
-#   - rseqalloc's own tests stress_restarts, global_alloc and region_mode
-#     (cargo, static), each in region mode and in mainline mode
+#   - rseqalloc's own tests stress_restarts, global_alloc, region_mode and
+#     model_remote (cargo, static), each in region mode and in mainline mode
 #     (RSEQALLOC_MODE=mainline), the mode asserted with RSEQALLOC_EXPECT_MODE;
 #   - the mode benchmark benches/examples/mode_pair, 3 times per mode, interleaved;
 #     its MODEBENCH lines are summarised as MODEBENCH-SUMMARY lines.
@@ -31,9 +31,13 @@
 #   JOBS [nproc+1]    make -j
 #   KSRC_PIN [6.12.117-1~deb12u1] the linux-source-6.12 version the series is
 #                     made against; another installed version is an error
-#   SCALE [0]         1: also run rseqalloc's sizing, release and model_remote
-#                     (remote fences) tests, in both modes; meant for large
-#                     boots: SCALE=1 SMP_LIST="2 4 16 64" TIMEOUT=3600
+#   SCALE [0]         1: also run rseqalloc's sizing and release tests, in
+#                     both modes, with 4 GiB of guest memory at every vCPU
+#                     count (release fills 1 GiB); meant for large boots:
+#                     SCALE=1 SMP_LIST="2 4 16 64" TIMEOUT=7200
+#   ONLY [all]        names of the guest tests to run, e.g. "model_remote
+#                     sizing": rseq_regions (the selftest), mode_pair, or a
+#                     rseqalloc test; the others are neither built nor booted
 #   PERF [0]          1: also run perf/perfbench in each boot: perf bench sched
 #                     pipe and messaging (hackbench) without regions, with
 #                     another process holding one, and in a process with one
@@ -52,6 +56,7 @@ SMP_LIST=${SMP_LIST:-"2 4"}
 DEBUG=${DEBUG:-0}
 PERF=${PERF:-0}
 SCALE=${SCALE:-0}
+ONLY=${ONLY:-}
 TIMEOUT=${TIMEOUT:-$([ "$DEBUG" = 1 ] && echo 900 || echo 300)}
 RR_ITERS=${RR_ITERS:-1000000}
 JOBS=${JOBS:-$(($(nproc) + 1))}
@@ -223,8 +228,23 @@ build_kernel() {
 # rseqalloc's own tests, built static so they run in the bare initramfs.
 # Prints one "name path" line per test binary found, then "mode_pair path"
 # for the benchmark; SKIP lines go to stderr.
-RUST_WANTED="region_mode global_alloc stress_restarts"
-[ "$SCALE" = 1 ] && RUST_WANTED+=" sizing release model_remote"
+RUST_WANTED="region_mode global_alloc stress_restarts model_remote"
+[ "$SCALE" = 1 ] && RUST_WANTED+=" sizing release"
+
+# Whether the guest runs test $1 (ONLY, when set, names the ones it runs).
+wanted() {
+	[ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]
+}
+
+# ONLY must name tests this run has; a typo would otherwise run nothing.
+check_only() {
+	local t
+	for t in $ONLY; do
+		[[ " rseq_regions mode_pair $RUST_WANTED " == *" $t "* ]] ||
+			die "ONLY: no guest test '$t' in this run (it has: rseq_regions mode_pair $RUST_WANTED)"
+	done
+	RUST_WANTED=$(for t in $RUST_WANTED; do wanted "$t" && echo "$t"; done | xargs)
+}
 build_rust_tests() {
 	local meta targets features args=() t json
 	if [ ! -f "$REPO/Cargo.toml" ]; then
@@ -252,7 +272,7 @@ print(",".join(have) or "-", ",".join(sorted(feats)) or "-")
 	for t in $RUST_WANTED; do
 		[[ ",$targets," == *",$t,"* ]] || echo "SKIP rust:$t no test target '$t' in Cargo.toml yet" >&2
 	done
-	[ "$targets" = "-" ] && return 0
+	[ "$targets" = "-" ] && { build_rust_bench; return; }
 	for t in ${targets//,/ }; do args+=(--test "$t"); done
 	[ "$features" != "-" ] && args+=(--features "$features")
 	log "cargo test --no-run ${args[*]} (static, release)" >&2
@@ -281,6 +301,7 @@ for line in sys.stdin:
 # benches/examples/mode_pair, static like the tests; prints "mode_pair path".
 build_rust_bench() {
 	local json
+	wanted mode_pair || return 0
 	[ -f "$REPO/benches/examples/mode_pair.rs" ] || {
 		echo "SKIP rust:mode_pair no benches/examples/mode_pair.rs" >&2; return 0; }
 	log "cargo build --example mode_pair (static, release)" >&2
@@ -314,7 +335,7 @@ make_initramfs() {
 	rm -rf "$dir" && mkdir -p "$dir"/{tests,proc,sys,dev}
 	gcc -O2 -Wall -static -o "$dir/init" "$HERE/init.c" || die "init.c build failed"
 	# qemu.config sets CONFIG_DEBUG_RSEQ, which the selftest then checks.
-	cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions@RR_EXPECT_DEBUG_RSEQ=1"
+	wanted rseq_regions && cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions@RR_EXPECT_DEBUG_RSEQ=1"
 	local n=20 bench i
 	while read -r name path; do
 		case $name in
@@ -432,7 +453,7 @@ boot() {
 	[ -n "$TSC_KHZ" ] && append+=" tsc_early_khz=$TSC_KHZ"
 	log "booting with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
 	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
-		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m "$((smp > 8 ? 4 : 1))G" \
+		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m "$((smp > 8 || SCALE == 1 ? 4 : 1))G" \
 		-nographic -no-reboot -kernel "$KDIR/$KIMAGE" -initrd "$WORK/initramfs.cpio" \
 		-append "$append" < /dev/null > "$log.raw" 2>&1
 	rc=$?
@@ -449,6 +470,13 @@ boot() {
 		*) result FAIL "$t@smp$smp" "$status" ;;
 		esac
 	done < "$WORK/expected-tests.txt"
+	# Tests that seed from the OS (proptest) must not wait for entropy:
+	# init makes the pool ready first (init.c, random_pool_ready).
+	if grep -q '^KTEST-INFO random pool ready' "$log"; then
+		result PASS "random-pool@smp$smp"
+	else
+		result FAIL "random-pool@smp$smp" "$(grep -m1 '^KTEST-INFO random pool' "$log" || echo "init printed no random pool line")"
+	fi
 	modebench "$smp" "$log"
 	perfbench "$smp" "$log"
 	if grep -qE "$SPLAT" "$log"; then
@@ -508,6 +536,7 @@ EOF
 main() {
 	local key smp
 	[ "$(id -u)" = 0 ] || die "run as root (apt-get, /var/cache)"
+	check_only
 	install_deps
 	KSRC_VER=$(dpkg-query -W -f='${Version}' "$KSRC_PKG")
 	log "kernel source: $KSRC_PKG $KSRC_VER; qemu: $(qemu-system-x86_64 --version | head -1)"
