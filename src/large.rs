@@ -18,20 +18,29 @@
 //! the smallest cached piece that fits and splits off what it does not need;
 //! a freed piece merges with cached neighbours, so a stream of varied sizes
 //! reuses one stretch of memory as a heap's top would; with no piece big
-//! enough, the biggest grows with `mremap`, which keeps its pages. A zeroed
-//! block from the cache is cleared with stores: its pages are resident, and
-//! the program is about to write them.
+//! enough, the biggest grows, so that only the difference is new memory to
+//! fault in: a fresh mapping in the free address space right after or right
+//! before it (which works whatever kernel mappings the piece was merged
+//! from), else `mremap`, which moves the pages of a piece that is one kernel
+//! mapping. A zeroed block from the cache is cleared with stores: its pages
+//! are resident, and the program is about to write them.
 //!
 //! The cache is bounded: at most `CACHE_SLOTS` pieces and `cache_cap()`
-//! bytes, the largest of 8 MiB, an eighth of the bytes in live large blocks
-//! (so it adds at most 12.5% to a big heap's footprint), and four times the
-//! largest mapping freed so far, up to 64 MiB (glibc keeps up to twice its
-//! mmap threshold, at most 64 MiB, at the top of its heap). Four blocks'
-//! worth lets freed neighbours merge and serve the next request: a program
-//! holding 8 random blocks of 1–4 MB and replacing one at a time faults in
-//! 186 k pages with twice, 65 k with four times, against glibc's 131 k
-//! (`WL_SHAPE=big-random benches/workloads/bin/big_blocks 1 0.5`). Of a
-//! piece longer than the bound only the bound's worth is kept. Pieces unused
+//! bytes, the largest of 8 MiB; four times the largest mapping freed so
+//! far, up to 64 MiB (glibc keeps up to twice its mmap threshold, at most
+//! 64 MiB, at the top of its heap), which lets freed neighbours merge and
+//! serve the next request of a stream; and what frees have left below the
+//! peak of live large bytes (at most as much as is live) plus an eighth of
+//! what is live. The last term serves a program that holds many big blocks
+//! and replaces them: its mapped memory stays within 12.5% of its peak, as
+//! a heap's would, instead of faulting in again whatever a fixed bound
+//! unmapped (20 blocks of 5–25 MiB held, mimalloc-bench's malloc-large:
+//! 254 k page faults against 546 k with the 64 MiB bound and gperftools'
+//! 126 k, `WL_SHAPE=big-held benches/workloads/bin/big_blocks 1 0.5`). The
+//! peak is forgotten whenever the decay unmaps idle pieces, and the bound
+//! falls with what is live, so a program that frees everything keeps at
+//! most the stream's 64 MiB. Of a piece longer than the bound only the
+//! bound's worth is kept. Pieces unused
 //! for a decay period are unmapped by the background thread or, without it,
 //! by the next large free; `release()` unmaps all of them. The slots are
 //! atomics, not a lock: a piece is taken by swapping its slot to zero, so
@@ -80,6 +89,9 @@ static CACHE: [AtomicU64; CACHE_SLOTS] = [const { AtomicU64::new(0) }; CACHE_SLO
 static CACHED_AT: [AtomicU64; CACHE_SLOTS] = [const { AtomicU64::new(0) }; CACHE_SLOTS];
 /// Bytes of the pieces in the cache (reserved before a slot is filled).
 static CACHED: AtomicU64 = AtomicU64::new(0);
+/// The most bytes live large blocks have held since the decay last found
+/// the cache idle (the cache's bound follows it).
+static HIGH_WATER: AtomicU64 = AtomicU64::new(0);
 /// The longest mapping freed so far (the cache's bound follows it).
 static LARGEST_FREED: AtomicU64 = AtomicU64::new(0);
 /// `RSEQALLOC_DECAY_MS` in nanoseconds (0: no decay).
@@ -105,10 +117,11 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let cached = if align <= OS_PAGE { cache_take(need) } else { None };
     let (base, map_len) = match cached {
         Some(Piece { base, len, dirty }) => {
-            if zero {
-                // SAFETY: the piece left the cache for us alone; its first
-                // `dirty` bytes (≤ len) may hold old data, the rest is fresh.
-                unsafe { core::ptr::write_bytes(base.add(offset), 0, dirty.saturating_sub(offset)) };
+            let from = dirty.start.max(offset);
+            if zero && dirty.end > from {
+                // SAFETY: the piece left the cache for us alone; the bytes
+                // in `dirty` (within len) may hold old data, the rest is fresh.
+                unsafe { core::ptr::write_bytes(base.add(from), 0, dirty.end - from) };
             }
             (base, len)
         }
@@ -158,18 +171,20 @@ pub unsafe fn free(block: *mut u8) -> bool {
     true
 }
 
-/// Memory from the cache: `len` bytes at `base`, of which the first `dirty`
-/// may hold a freed block's data.
+/// Memory from the cache: `len` bytes at `base`, of which the bytes at the
+/// offsets in `dirty` may hold a freed block's data (the rest is fresh).
 struct Piece {
     base: *mut u8,
     len: usize,
-    dirty: usize,
+    dirty: core::ops::Range<usize>,
 }
 
 /// The cache's byte bound now (module doc).
 fn cache_cap() -> u64 {
     let stream = (4 * LARGEST_FREED.load(Ordering::Relaxed)).min(CACHE_STREAM_MAX);
-    CACHE_FLOOR.max(IN_USE.load(Ordering::Relaxed) / 8).max(stream)
+    let in_use = IN_USE.load(Ordering::Relaxed);
+    let below_peak = HIGH_WATER.load(Ordering::Relaxed).saturating_sub(in_use);
+    CACHE_FLOOR.max(stream).max(below_peak.min(in_use) + in_use / 8)
 }
 
 fn unpack(word: u64) -> (usize, usize) {
@@ -251,22 +266,35 @@ fn cache_take(need: usize) -> Option<Piece> {
         let base = start as *mut u8;
         if len >= need {
             if len - need < SPLIT_MIN {
-                return Some(Piece { base, len, dirty: len });
+                return Some(Piece { base, len, dirty: 0..len });
             }
             cache_put(base.wrapping_add(need), len - need);
-            return Some(Piece { base, len: need, dirty: need });
+            return Some(Piece { base, len: need, dirty: 0..need });
         }
-        // SAFETY: the piece left the cache for us alone and is one stretch
-        // of our mappings; on failure it is left as it was.
-        let grown = unsafe { os::remap(base, len, need) };
-        if grown.is_null() {
-            // A piece merged from two mappings the kernel keeps apart
-            // cannot be grown in one call: keep it, map afresh.
+        // Only the difference is new memory, to fault in: mapped into the
+        // free address space just after the piece or just before it, which
+        // works whatever kernel mappings the piece was merged from; else
+        // the piece moves with its pages (`mremap`), which works only when
+        // it is one kernel mapping (a piece merged from two mappings the
+        // kernel keeps apart, as it keeps a moved one from its neighbours).
+        let more = need - len;
+        let piece = if !os::map_at(start + len, more).is_null() {
+            Some(Piece { base, len: need, dirty: 0..len })
+        } else if start > more && !os::map_at(start - more, more).is_null() {
+            Some(Piece { base: (start - more) as *mut u8, len: need, dirty: more..need })
+        } else {
+            // SAFETY: the piece left the cache for us alone and is one
+            // stretch of our mappings; on failure it is left as it was.
+            let grown = unsafe { os::remap(base, len, need) };
+            (!grown.is_null()).then_some(Piece { base: grown, len: need, dirty: 0..len })
+        };
+        if piece.is_none() {
+            // Keep the piece; the caller maps afresh.
             cache_put(base, len);
             return None;
         }
-        MAPPED.fetch_add((need - len) as u64, Ordering::Relaxed);
-        return Some(Piece { base: grown, len: need, dirty: len });
+        MAPPED.fetch_add(more as u64, Ordering::Relaxed);
+        return piece;
     }
     None
 }
@@ -287,10 +315,16 @@ fn evict(i: usize, word: u64) -> usize {
 /// For the decay (the background thread, large frees) and `release()`.
 pub fn release_cached(older_than_ns: u64) -> usize {
     let now = os::now_ns();
-    (0..CACHE_SLOTS)
+    let freed = (0..CACHE_SLOTS)
         .filter(|&i| now.saturating_sub(CACHED_AT[i].load(Ordering::Relaxed)) >= older_than_ns)
         .map(|i| evict(i, CACHE[i].load(Ordering::Acquire)))
-        .sum()
+        .sum();
+    if freed != 0 {
+        // Memory idle for a decay period was not needed to reach the old
+        // peak again: the bound now follows what is still mapped.
+        HIGH_WATER.store(IN_USE.load(Ordering::Relaxed) + CACHED.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    freed
 }
 
 /// Unmaps a mapping nobody refers to any more.
@@ -368,7 +402,10 @@ fn header(block: *mut u8) -> *mut LargeHeader {
 }
 
 fn account(in_use: i64, count: i64) {
-    IN_USE.fetch_add(in_use as u64, Ordering::Relaxed);
+    let now = IN_USE.fetch_add(in_use as u64, Ordering::Relaxed).wrapping_add(in_use as u64);
+    if in_use > 0 {
+        HIGH_WATER.fetch_max(now, Ordering::Relaxed);
+    }
     COUNT.fetch_add(count as u64, Ordering::Relaxed);
 }
 

@@ -43,11 +43,23 @@ pub fn reserve_readable(len: usize) -> *mut u8 {
 /// or returns null if anything is mapped there already (or the kernel
 /// refuses). Never replaces an existing mapping (`MAP_FIXED_NOREPLACE`).
 pub fn reserve_at(at: usize, len: usize) -> *mut u8 {
+    map_at_with(at, len, libc::PROT_NONE)
+}
+
+/// Maps `len` bytes of fresh read-write memory exactly at `at` (OS-page
+/// aligned), charged as `map` is, or returns null if anything is mapped
+/// there already: how a mapping grows into the free address space next to
+/// it, whatever kernel mappings it is made of (`mremap` moves only one).
+pub fn map_at(at: usize, len: usize) -> *mut u8 {
+    map_at_with(at, len, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map_at_with(at: usize, len: usize, prot: i32) -> *mut u8 {
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
     let saved = errno();
     // SAFETY: MAP_FIXED_NOREPLACE fails rather than touch an existing
     // mapping.
-    let p = unsafe { libc::mmap(at as *mut libc::c_void, len, libc::PROT_NONE, flags, -1, 0) };
+    let p = unsafe { libc::mmap(at as *mut libc::c_void, len, prot, flags, -1, 0) };
     set_errno(saved);
     if p == libc::MAP_FAILED {
         return ptr::null_mut();
