@@ -11,6 +11,9 @@
  *                 one replaced each step
  *   big-loop      malloc of 5–25 MiB, one byte written per 4 KiB page,
  *                 freed: one block at a time
+ *   big-held      malloc of 5–25 MiB, fully written; 20 blocks held, a
+ *                 random one replaced each step (mimalloc-bench's
+ *                 malloc-large: C++ `make_unique<char[]>(n)` in a loop)
  *
  * Each thread runs the loop on its own blocks.  A calloc'd block is checked
  * to read zero at the start of every page and in its last word before it is
@@ -36,6 +39,7 @@ static const shape_t SHAPES[] = {
     {"zeroed-2m", 2 << 20, 2 << 20, 1, 1, 1, 6000},
     {"big-random", 1000000, 4000000, 8, 0, 1, 4000},
     {"big-loop", 5 << 20, 25 << 20, 1, 0, 0, 2000},
+    {"big-held", 5 << 20, 25 << 20, 20, 0, 1, 2000},
 };
 
 typedef struct {
@@ -111,7 +115,7 @@ int main(int argc, char **argv) {
     }
   if (!s) {
     fprintf(stderr, "big_blocks: unknown WL_SHAPE %s (calloc-held, zeroed-fill, zeroed-2m, big-random, "
-                    "big-loop)\n", want);
+                    "big-loop, big-held)\n", want);
     return 64;
   }
   uint64_t ops = wl_scaled(a.scale, s->ops, 1);
