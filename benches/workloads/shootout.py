@@ -48,6 +48,7 @@ WORKLOADS = [
     ("zeroed-2m", "big_blocks.c"),
     ("big-random", "big_blocks.c"),
     ("big-loop", "big_blocks.c"),
+    ("big-held", "big_blocks.c"),
 ]
 # Workloads that share a program pass it their shape in the environment.
 WORKLOAD_ENV = {w: {"WL_SHAPE": w} for w, src in WORKLOADS if src == "big_blocks.c"}
