@@ -40,6 +40,7 @@ fn main() {
     // functions (IRELATIVE relocations), and the runtime reads glibc's rseq
     // area: musl applies no IRELATIVE relocation, other systems have no rseq.
     println!("cargo::rustc-check-cfg=cfg(rseqalloc_percpu)");
+    println!("cargo::rustc-check-cfg=cfg(rseqalloc_export_area)");
     let cfg = |key: &str| env::var(key).unwrap_or_default();
     let (arch, os, env) = (cfg("CARGO_CFG_TARGET_ARCH"), cfg("CARGO_CFG_TARGET_OS"), cfg("CARGO_CFG_TARGET_ENV"));
     if (arch.as_str(), os.as_str(), env.as_str()) != ("x86_64", "linux", "gnu") {
@@ -67,6 +68,9 @@ fn main() {
     if env::var_os("CARGO_FEATURE_CAPI").is_some() {
         build.define("RSEQALLOC_C_API", None);
     }
+    if env::var_os("CARGO_FEATURE_CAPI").is_some() {
+        export_shared_area(&mut build);
+    }
     build.compile("rseqalloc_percpu");
 
     let header = fs::read_to_string(&abi).expect("read asm/abi.h");
@@ -86,4 +90,44 @@ fn main() {
     }
     let path = PathBuf::from(env::var("OUT_DIR").unwrap()).join("abi_h.rs");
     fs::write(path, out).expect("write abi_h.rs");
+}
+
+/// Makes the C library export the shared rseq area `__rseq_abi` and its
+/// count `__rseq_refcount` (asm, Data: placeholders that rustc lists, which
+/// `--defsym` points at the thread-local storage), so that a library
+/// following that convention and opened later with `dlopen` binds to the
+/// area we may have registered. GNU ld refuses this link (a TLS reference
+/// to a name a non-TLS placeholder defines), lld takes it: it is Rust's
+/// default linker on this target since 1.90, and rustup's toolchains ship it
+/// (as `gcc-ld/ld.lld`) since long before; else `ld.lld` on PATH. Without
+/// either, the library builds without the export and says so.
+fn export_shared_area(build: &mut cc::Build) {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let host = env::var("HOST").unwrap_or_default();
+    let bundled = sysroot.map(|root| root.join("lib/rustlib").join(host).join("bin/gcc-ld"));
+    let on_path = || env::split_paths(&env::var_os("PATH").unwrap_or_default()).any(|dir| dir.join("ld.lld").is_file());
+    match bundled {
+        Some(dir) if dir.join("ld.lld").is_file() => println!("cargo:rustc-link-arg=-B{}", dir.display()),
+        _ if on_path() => {}
+        _ => {
+            println!(
+                "cargo:warning=rseqalloc: no lld found (rustup's rust-lld or ld.lld): librseqalloc.so will not \
+                 export __rseq_abi, so a library using that rseq convention opened later with dlopen may fail \
+                 to register rseq where glibc's registration is off"
+            );
+            return;
+        }
+    }
+    println!("cargo:rustc-link-arg=-fuse-ld=lld");
+    println!(
+        "cargo:rustc-link-arg=-Wl,--defsym=__rseq_abi=rseqalloc_shared_abi,--defsym=__rseq_refcount=rseqalloc_shared_refcount"
+    );
+    println!("cargo:rustc-cfg=rseqalloc_export_area");
+    build.define("RSEQALLOC_EXPORT_AREA", None);
 }

@@ -38,9 +38,9 @@
  * Every thread finds its area at the same thread-pointer offset, so one
  * word of the control block names it. Until init, that is our own area,
  * whose cpu_id and mm_cid start at -1; and ncpu is 0: every section misses,
- * and no "initialised?" test is needed on the fast path. In our own-area
+ * and no "initialised?" test is needed on the fast path. In own-registration
  * mode a thread's index stays -1 (a miss) until its first slow path
- * registers the area.
+ * registers the area (or another user of the shared area did).
  *
  * Two entry points, the small ones, take a size instead of a class and jump
  * to the Rust slow path themselves on a miss, so that `RseqAlloc::alloc` and
@@ -625,7 +625,7 @@ FUNCTION_END rseqalloc_own_tls_offset
  * rseqalloc_shared_refcount_offset(void): the thread-pointer offsets of
  * `__rseq_abi` and `__rseq_refcount` (see Data), through the GOT, so that
  * they are those of whichever object defines the symbols first; 0 where no
- * object does (in the C library, which references them weakly). */
+ * object does (only in a C library that references them weakly: Data). */
 FUNCTION_BEGIN rseqalloc_shared_area_offset
 	movq __rseq_abi@gottpoff(%rip), %rax
 	ret
@@ -724,36 +724,58 @@ rseqalloc_restarts:
  *   -Wl,--export-dynamic-symbol=__rseq_abi,--export-dynamic-symbol=__rseq_refcount).
  *   The definitions are weak, so that another static definition in the
  *   program (a static librseq, TCMalloc's) links and wins.
- * - The C library cannot export symbols rustc does not list, so it
- *   references them weakly: it shares the area of any object loaded with
- *   the program that defines them, and uses its own (below) otherwise. */
-#ifdef RSEQALLOC_C_API
+ * - The C library exports only the names rustc lists in its version
+ *   script, and stable Rust cannot define a thread-local symbol. So here
+ *   the storage has hidden names (RSEQALLOC_EXPORT_AREA), Rust defines
+ *   placeholders named `__rseq_abi` and `__rseq_refcount` that put the
+ *   names in the version script (rseq::export), and build.rs points the
+ *   names at this storage with `--defsym`: a linker assignment overrides
+ *   an object's definition, and lld gives the name its target's TLS type.
+ *   The names keep default visibility, so our references bind to an
+ *   earlier definition where one exists. Only lld links this (GNU ld
+ *   refuses a TLS reference to a name a placeholder defines); where
+ *   build.rs finds none, the C library references the names weakly: it
+ *   shares the area of any object loaded with the program that defines
+ *   them, and uses its own (below) otherwise. */
+#if defined(RSEQALLOC_C_API) && !defined(RSEQALLOC_EXPORT_AREA)
 	.weak __rseq_abi
 	.weak __rseq_refcount
 #else
+#ifdef RSEQALLOC_EXPORT_AREA
+#define SHARED_AREA rseqalloc_shared_abi
+#define SHARED_COUNT rseqalloc_shared_refcount
+	.globl SHARED_AREA
+	.hidden SHARED_AREA
+	.globl SHARED_COUNT
+	.hidden SHARED_COUNT
+#else
+#define SHARED_AREA __rseq_abi
+#define SHARED_COUNT __rseq_refcount
+	.weak SHARED_AREA
+	.weak SHARED_COUNT
+#endif
 	.section .tdata, "awT", @progbits
-	.weak __rseq_abi
-	.type __rseq_abi, @object
+	.type SHARED_AREA, @object
 	.balign RSEQ_AREA_SIZE
-__rseq_abi:
+SHARED_AREA:
 	RSEQ_AREA_INIT
-	.size __rseq_abi, RSEQ_AREA_SIZE
+	.size SHARED_AREA, RSEQ_AREA_SIZE
 
 	.section .tbss, "awT", @nobits
-	.weak __rseq_refcount
-	.type __rseq_refcount, @object
+	.type SHARED_COUNT, @object
 	.balign 4
-__rseq_refcount:
+SHARED_COUNT:
 	.zero 4
-	.size __rseq_refcount, 4
+	.size SHARED_COUNT, 4
 #endif
 
-/* Our thread-local block (abi.h): the private area (the C library's,
- * where no object defines `__rseq_abi`; the resolvers' default), the
- * registration state and the private count. It is initialised TLS
- * (.tdata), not .tbss: a new thread starts with cpu_id = mm_cid = -1
- * (RSEQ_CPU_ID_UNINITIALIZED), so every section that reads this area misses
- * until the thread registers it. State 0 is "not tried". */
+/* Our thread-local block (abi.h): the private area (the resolvers'
+ * default, and the C library's area where it does not export the shared
+ * one and no object defines `__rseq_abi`), the registration state and the
+ * private count. It is initialised TLS (.tdata), not .tbss: a new thread
+ * starts with cpu_id = mm_cid = -1 (RSEQ_CPU_ID_UNINITIALIZED), so every
+ * section that reads this area misses until the thread registers it. State
+ * 0 is "not tried". */
 	.section .tdata, "awT", @progbits
 	.globl rseqalloc_own_tls
 	.hidden rseqalloc_own_tls

@@ -13,8 +13,9 @@
 #   spread over several reservations;
 # - mallinfo: tests/c/mallinfo.c's checks of glibc's meanings hold under
 #   glibc and preloaded, and malloc_info's XML has glibc's shape;
-# - rseq sharing (own registration): tests/c/rseqshare.c with the
-#   convention library tests/c/rseqlib.c, in both registration orders;
+# - rseq sharing (own and glibc registration): tests/c/rseqshare.c with
+#   the convention library tests/c/rseqlib.c, linked or opened with dlopen,
+#   in both registration orders;
 # - options: a bad value and a misspelt name are reported;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
@@ -91,15 +92,19 @@ assert mmap.get("count") == "8" and int(mmap.get("size")) >= 8 << 22, mmap.attri
 PY
 check "malloc_info: glibc's XML shape, the 8 mmapped blocks in <total type=\"mmap\">" $?
 
-# Sharing rseq (own registration only: where glibc registered an area, a
-# library of the old convention cannot register either way): a library
-# registering by the __rseq_abi/__rseq_refcount convention works whether it
-# registers before or after our first allocation on a thread, with our
-# library first in the lookup order (we bind to its symbols) or its.
-if [ "$mode" = own ]; then
-    if [ ! "$bin/rseqshare" -nt tests/c/rseqshare.c ] || [ ! "$bin/librseqlib.so" -nt tests/c/rseqlib.c ]; then
+# Sharing rseq: a library registering by the __rseq_abi/__rseq_refcount
+# convention, linked with the program or opened with dlopen after our first
+# allocation, works whether it registers before or after our first
+# allocation on a thread, with our library first in the lookup order (its
+# __rseq_abi binds to ours) or its. Where glibc registered an area, such a
+# library cannot register either way: it fails as it does alone (EINVAL),
+# and allocation goes on.
+if [ "$mode" = own ] || [ "$mode" = glibc ]; then
+    if [ ! "$bin/rseqshare" -nt tests/c/rseqshare.c ] || [ ! "$bin/librseqlib.so" -nt tests/c/rseqlib.c ] ||
+        [ ! "$bin/rseqshare-dlopen" -nt tests/c/rseqshare.c ]; then
         cc -O2 -fPIC -shared -o "$bin/librseqlib.so" tests/c/rseqlib.c &&
-            cc -O2 -pthread -o "$bin/rseqshare" tests/c/rseqshare.c -L"$bin" -lrseqlib -Wl,-rpath,"$bin" ||
+            cc -O2 -pthread -o "$bin/rseqshare" tests/c/rseqshare.c -L"$bin" -lrseqlib -Wl,-rpath,"$bin" &&
+            cc -O2 -pthread -DRSEQLIB_DLOPEN -o "$bin/rseqshare-dlopen" tests/c/rseqshare.c -ldl ||
             check "build rseqshare" 1
     fi
     env "${envs[@]}" "$bin/rseqshare" solo
@@ -108,6 +113,10 @@ if [ "$mode" = own ]; then
     check "rseq sharing: the library registers before and after our first allocation" $?
     env "${envs[@]}" LD_PRELOAD="$bin/librseqlib.so $lib" "$bin/rseqshare" shared
     check "rseq sharing: the same with the library's __rseq_abi first in the lookup order" $?
+    env "${envs[@]}" "$bin/rseqshare-dlopen" solo "$bin/librseqlib.so"
+    check "rseq sharing: the library opened with dlopen, alone" $?
+    pre "$bin/rseqshare-dlopen" shared "$bin/librseqlib.so"
+    check "rseq sharing: the library opened with dlopen after our first allocation, both orders" $?
 fi
 
 # Stress, fork, trim.

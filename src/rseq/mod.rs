@@ -16,8 +16,10 @@
 //! registered first just counts itself in; one that registers first lets
 //! later users count themselves in instead of failing with EINVAL. We never
 //! unregister (the kernel forgets the area when the thread exits), so the
-//! area stays registered for the others. The C library, which cannot
-//! export the symbols, uses a private area where no object defines them.
+//! area stays registered for the others. The C library exports both names
+//! too (`export`), so that a library opened later with `dlopen` binds to
+//! the area we may have registered already; linked without lld (build.rs),
+//! it cannot, and uses a private area where no object defines them.
 //!
 //! On a kernel with restart regions (kernel-patch/), the loader has bound
 //! the sections to their region copies (`resolve`), and the mode is
@@ -176,7 +178,8 @@ pub fn current_index() -> Option<usize> {
 
 /// The thread-pointer offsets of the area we register where glibc
 /// registered none, and of its count of users: `__rseq_abi` and
-/// `__rseq_refcount` wherever defined, else our private ones.
+/// `__rseq_refcount` wherever defined (by us too, except in a C library
+/// linked without the export: build.rs), else our private ones.
 fn own_area() -> (isize, isize) {
     // SAFETY: plain reads of link-time constants (GOT entries the loader
     // filled before any code of ours ran).
@@ -267,4 +270,18 @@ fn register_own_thread() -> bool {
     });
     // SAFETY: as above.
     unsafe { state.read() == OwnState::Registered as u32 }
+}
+
+/// Placeholders that make rustc list `__rseq_abi` and `__rseq_refcount` in
+/// the C library's version script, so that the library exports them: rustc
+/// exports only symbols Rust defines, and stable Rust cannot define a
+/// thread-local one. build.rs points both names at the thread-local storage
+/// in the asm (`--defsym`, asm's Data), so these bytes are never the
+/// symbols' values; nothing may refer to them from Rust.
+#[cfg(rseqalloc_export_area)]
+mod export {
+    #[no_mangle]
+    static __rseq_abi: u8 = 0;
+    #[no_mangle]
+    static __rseq_refcount: u8 = 0;
 }

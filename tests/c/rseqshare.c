@@ -10,8 +10,19 @@
  * up while threads allocate between increments), and its unregistration
  * leaves the area registered for rseqalloc (when `shared`: rseqalloc is
  * loaded) or unregisters it (`solo`: the library alone).
- *   rseqshare shared|solo */
+ * Built twice: linked with the library, and (-DRSEQLIB_DLOPEN) opening it
+ * with dlopen after this thread's first allocations, so that its
+ * __rseq_abi binds to whichever object already defines one (rseqalloc's,
+ * when preloaded) and the "after" order meets an area rseqalloc already
+ * registered.
+ * Where glibc registered an area, a library of this convention cannot
+ * register (EINVAL: a thread has one area), with rseqalloc or without; the
+ * program then checks exactly that, and that allocation works around it.
+ *   rseqshare shared|solo              (linked)
+ *   rseqshare-dlopen shared|solo LIB   (dlopen) */
 #define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -19,16 +30,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef RSEQLIB_DLOPEN
+static int (*rseqlib_register)(void);
+static int (*rseqlib_unregister)(void);
+static int (*rseqlib_cpu)(void);
+static uint32_t (*rseqlib_refcount)(void);
+static void (*rseqlib_inc)(long *counters);
+
+static void open_library(const char *path) {
+    void *h = dlopen(path, RTLD_NOW);
+    if (!h) {
+        fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
+        exit(2);
+    }
+    *(void **)&rseqlib_register = dlsym(h, "rseqlib_register");
+    *(void **)&rseqlib_unregister = dlsym(h, "rseqlib_unregister");
+    *(void **)&rseqlib_cpu = dlsym(h, "rseqlib_cpu");
+    *(void **)&rseqlib_refcount = dlsym(h, "rseqlib_refcount");
+    *(void **)&rseqlib_inc = dlsym(h, "rseqlib_inc");
+}
+#else
 int rseqlib_register(void);
 int rseqlib_unregister(void);
 int rseqlib_cpu(void);
 uint32_t rseqlib_refcount(void);
 void rseqlib_inc(long *counters);
+static void open_library(const char *path) { (void)path; }
+#endif
+
+/* glibc >= 2.35: the size of the area it registered, 0 if none. */
+extern const unsigned int __rseq_size __attribute__((weak));
 
 #define THREADS 4
 #define ROUNDS 200000
 static long counters[CPU_SETSIZE];
-static int shared, failures;
+static int shared, glibc_area, failures;
 
 #define CHECK(cond, what)                                   \
     do {                                                    \
@@ -43,7 +79,8 @@ static int shared, failures;
 static void work(void) {
     void *keep[16] = {0};
     for (int i = 0; i < ROUNDS; i++) {
-        rseqlib_inc(counters);
+        if (!glibc_area)
+            rseqlib_inc(counters);
         free(keep[i % 16]);
         keep[i % 16] = malloc(16 + i % 512);
         if (i % 1000 == 0)
@@ -62,18 +99,36 @@ static void unregister_and_check(const char *who) {
     free(malloc(100));
 }
 
-static void *registers_before_allocating(void *arg) {
-    (void)arg;
-    CHECK(rseqlib_register() == 0, "before: the library registers first");
-    CHECK(rseqlib_cpu() >= 0, "before: registered");
-    /* rseqalloc's first allocations on this thread: more than a CPU cache
-     * holds, so they reach its slow path, which counts it in. */
+/* Under glibc's registration: the library's attempt fails as it does
+ * without rseqalloc, and leaves nothing half done. */
+static void register_fails(const char *who) {
+    errno = 0;
+    CHECK(rseqlib_register() == -1 && errno == EINVAL, who);
+    CHECK(rseqlib_refcount() == 0 && rseqlib_cpu() < 0, who);
+}
+
+/* More blocks than a CPU cache holds: they reach rseqalloc's slow path,
+ * which registers this thread or counts it in. */
+static void allocate_past_the_cache(void) {
     enum { N = 2000 };
     static __thread void *held[N];
     for (int i = 0; i < N; i++)
         held[i] = malloc(8192);
     for (int i = 0; i < N; i++)
         free(held[i]);
+}
+
+static void *registers_before_allocating(void *arg) {
+    (void)arg;
+    if (glibc_area) {
+        register_fails("before: the library cannot register beside glibc");
+        allocate_past_the_cache();
+        work();
+        return NULL;
+    }
+    CHECK(rseqlib_register() == 0, "before: the library registers first");
+    CHECK(rseqlib_cpu() >= 0, "before: registered");
+    allocate_past_the_cache();
     CHECK(rseqlib_refcount() == 1u + shared, "before: rseqalloc counted itself in");
     work();
     unregister_and_check("before: unregister");
@@ -81,28 +136,41 @@ static void *registers_before_allocating(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 || (strcmp(argv[1], "shared") && strcmp(argv[1], "solo"))) {
-        fprintf(stderr, "usage: rseqshare shared|solo\n");
+#ifdef RSEQLIB_DLOPEN
+    int args = 3;
+#else
+    int args = 2;
+#endif
+    if (argc != args || (strcmp(argv[1], "shared") && strcmp(argv[1], "solo"))) {
+        fprintf(stderr, "usage: %s shared|solo%s\n", argv[0], args == 3 ? " LIBRARY" : "");
         return 2;
     }
     shared = !strcmp(argv[1], "shared");
+    glibc_area = &__rseq_size && __rseq_size > 0;
     /* after: this thread has allocated (and rseqalloc brought itself up). */
-    for (int i = 0; i < 1000; i++)
-        free(malloc(64));
-    CHECK(rseqlib_register() == 0, "after: the library registers after rseqalloc");
-    CHECK(rseqlib_cpu() >= 0, "after: registered");
-    CHECK(rseqlib_refcount() == 1u + shared, "after: counts both users");
+    allocate_past_the_cache();
+    open_library(argv[args - 1]);
+    if (glibc_area) {
+        register_fails("after: the library cannot register beside glibc");
+    } else {
+        CHECK(rseqlib_register() == 0, "after: the library registers after rseqalloc");
+        CHECK(rseqlib_cpu() >= 0, "after: registered");
+        CHECK(rseqlib_refcount() == 1u + shared, "after: counts both users");
+    }
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++)
         pthread_create(&t[i], NULL, registers_before_allocating, NULL);
     work();
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    unregister_and_check("after: unregister");
     long sum = 0;
-    for (int i = 0; i < CPU_SETSIZE; i++)
-        sum += counters[i];
-    CHECK(sum == (long)ROUNDS * (THREADS + 1), "per-CPU counters add up");
-    printf("rseqshare %s: %ld increments in critical sections, %d failures\n", argv[1], sum, failures);
+    if (!glibc_area) {
+        unregister_and_check("after: unregister");
+        for (int i = 0; i < CPU_SETSIZE; i++)
+            sum += counters[i];
+        CHECK(sum == (long)ROUNDS * (THREADS + 1), "per-CPU counters add up");
+    }
+    printf("rseqshare %s%s: %ld increments in critical sections, %d failures\n", argv[1],
+           glibc_area ? " (glibc's area: the library cannot register)" : "", sum, failures);
     return failures != 0;
 }
