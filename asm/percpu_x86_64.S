@@ -636,6 +636,18 @@ FUNCTION_BEGIN rseqalloc_shared_refcount_offset
 	ret
 FUNCTION_END rseqalloc_shared_refcount_offset
 
+/* intptr_t rseqalloc_own_shared_offset(void): the thread-pointer offset of
+ * this object's own definition of the shared area, which `__rseq_abi` may
+ * or may not be bound to; 0 in a C library that defines none (Data). */
+FUNCTION_BEGIN rseqalloc_own_shared_offset
+#if defined(RSEQALLOC_C_API) && !defined(RSEQALLOC_EXPORT_AREA)
+	xorl %eax, %eax
+#else
+	movq rseqalloc_shared_storage@gottpoff(%rip), %rax
+#endif
+	ret
+FUNCTION_END rseqalloc_own_shared_offset
+
 /* void *rseqalloc_thread_pointer(void): this thread's %fs base (glibc keeps
  * it at %fs:0, tcbhead_t.tcb). */
 FUNCTION_BEGIN rseqalloc_thread_pointer
@@ -665,6 +677,30 @@ FUNCTION_BEGIN rseqalloc_glibc_rseq
 1:	xorl %eax, %eax
 	ret
 FUNCTION_END rseqalloc_glibc_rseq
+
+/* bool rseqalloc_librseq(intptr_t *offset, unsigned *size): reads
+ * librseq's `rseq_offset` and `rseq_size` (librseq 0.1 and later, and the
+ * kernel's rseq selftests, which keep their area private and publish it
+ * through these): weak references, resolved where such an object was
+ * loaded with the program; 0 (absent) otherwise. */
+	.weak rseq_offset
+	.weak rseq_size
+FUNCTION_BEGIN rseqalloc_librseq
+	movq rseq_size@GOTPCREL(%rip), %rax
+	testq %rax, %rax
+	jz 1f
+	movq rseq_offset@GOTPCREL(%rip), %rcx
+	testq %rcx, %rcx
+	jz 1f
+	movl (%rax), %eax
+	movl %eax, (%rsi)
+	movq (%rcx), %rax
+	movq %rax, (%rdi)
+	movl $1, %eax
+	ret
+1:	xorl %eax, %eax
+	ret
+FUNCTION_END rseqalloc_librseq
 
 /* ------------------------------------------------------------------------ */
 /* Data                                                                     */
@@ -756,10 +792,15 @@ rseqalloc_restarts:
 #endif
 	.section .tdata, "awT", @progbits
 	.type SHARED_AREA, @object
+	.globl rseqalloc_shared_storage
+	.hidden rseqalloc_shared_storage
+	.type rseqalloc_shared_storage, @object
 	.balign RSEQ_AREA_SIZE
 SHARED_AREA:
+rseqalloc_shared_storage:
 	RSEQ_AREA_INIT
 	.size SHARED_AREA, RSEQ_AREA_SIZE
+	.size rseqalloc_shared_storage, RSEQ_AREA_SIZE
 
 	.section .tbss, "awT", @nobits
 	.type SHARED_COUNT, @object

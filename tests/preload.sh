@@ -15,7 +15,8 @@
 #   glibc and preloaded, and malloc_info's XML has glibc's shape;
 # - rseq sharing (own and glibc registration): tests/c/rseqshare.c with
 #   the convention library tests/c/rseqlib.c, linked or opened with dlopen,
-#   in both registration orders;
+#   in both registration orders; tests/c/librseqshare.c with a model of
+#   librseq 0.1's registration (tests/c/librseqmodel.c), both orders;
 # - options: a bad value and a misspelt name are reported;
 # - bad input: tests/c/badfree.c, each mistake checked from the outside
 #   (diagnostic line, SIGABRT; RSEQALLOC_CHECK=1; RSEQALLOC_BAD_FREE=leak);
@@ -117,6 +118,26 @@ if [ "$mode" = own ] || [ "$mode" = glibc ]; then
     check "rseq sharing: the library opened with dlopen, alone" $?
     pre "$bin/rseqshare-dlopen" shared "$bin/librseqlib.so"
     check "rseq sharing: the library opened with dlopen after our first allocation, both orders" $?
+
+    # librseq 0.1 and later (tests/c/librseqmodel.c models its
+    # registration): it registers each thread, before or after the thread's
+    # first allocations, and our caches serve the threads it registered
+    # (their allocation hits: at least half of the 1,000,005 allocations),
+    # also where we came up before its constructor published its area.
+    if [ ! "$bin/librseqshare" -nt tests/c/librseqshare.c ] || [ ! "$bin/librseqmodel.so" -nt tests/c/librseqmodel.c ]; then
+        cc -O2 -fPIC -shared -o "$bin/librseqmodel.so" tests/c/librseqmodel.c -ldl &&
+            cc -O2 -pthread -o "$bin/librseqshare" tests/c/librseqshare.c -L"$bin" -lrseqmodel -Wl,-rpath,"$bin" ||
+            check "build librseqshare" 1
+    fi
+    for order in lib-first alloc-first; do
+        env "${envs[@]}" "$bin/librseqshare" "$order" >/dev/null
+        check "librseq ($order): alone" $?
+        for early in "" 1; do
+            pre env RSEQALLOC_STATS=1 ${early:+LIBRSEQMODEL_ALLOC_IN_INIT=1} "$bin/librseqshare" "$order" >"$work/librseq.out" 2>&1 &&
+                awk '$1 == "alloc" && $2 == "hits:" { hits = $3 } END { exit !(hits >= 500000) }' "$work/librseq.out"
+            check "librseq ($order${early:+, we came up before its constructor}): registers every thread, our caches serve them" $?
+        done
+    done
 fi
 
 # Stress, fork, trim.

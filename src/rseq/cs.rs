@@ -136,6 +136,10 @@ extern "C" {
     /// registration.
     pub fn rseqalloc_shared_refcount_offset() -> isize;
 
+    /// The thread-pointer offset of this object's own definition of the
+    /// shared area (0 in a C library without one).
+    pub fn rseqalloc_own_shared_offset() -> isize;
+
     /// This thread's thread pointer (`%fs` base).
     pub fn rseqalloc_thread_pointer() -> *mut u8;
 
@@ -144,4 +148,11 @@ extern "C" {
     /// # Safety
     /// Both pointers are writable.
     pub fn rseqalloc_glibc_rseq(offset: *mut isize, size: *mut u32) -> bool;
+
+    /// librseq's `rseq_offset` and `rseq_size` (weak references): false
+    /// where no object loaded with the program defines them.
+    ///
+    /// # Safety
+    /// Both pointers are writable.
+    pub fn rseqalloc_librseq(offset: *mut isize, size: *mut u32) -> bool;
 }

@@ -2,8 +2,9 @@
 //! restartable-sequence area (glibc's, our own, or none), publishes that to the
 //! critical sections, and registers our own area per thread where needed.
 //!
-//! Decision: glibc's area when `__rseq_size > 0`; else our
-//! own 32-byte area, registered lazily by each thread's first slow path; else
+//! Decision: glibc's area when `__rseq_size > 0`; else librseq's, where
+//! librseq owns the registration (below); else our own 32-byte area,
+//! registered lazily by each thread's first slow path; else
 //! (ENOSYS under valgrind or rr, a seccomp denial, `RSEQALLOC_MODE=fallback`)
 //! the locked fallback. We never register beside glibc and never write the
 //! kernel's fields: only `rseq_cs`, from the asm's mainline copies.
@@ -20,6 +21,18 @@
 //! too (`export`), so that a library opened later with `dlopen` binds to
 //! the area we may have registered already; linked without lld (build.rs),
 //! it cannot, and uses a private area where no object defines them.
+//!
+//! librseq 0.1 and later (and the kernel's selftests) keep their area
+//! private, publish it as `rseq_offset`/`rseq_size`, register a thread only
+//! when the program asks, and abort the process if a registration fails
+//! after another thread's succeeded. So where one of them was loaded with
+//! the program and glibc registered none, we never register: the sections
+//! read librseq's area, and only threads librseq registered use the per-CPU
+//! caches (the others take the slow paths). If we came up before its
+//! constructor published the area, slow paths adopt it once it has. One
+//! opened later with `dlopen` is not seen: its registration then fails
+//! (EINVAL) on threads we registered, and aborts if another thread's
+//! succeeded (README, limits).
 //!
 //! On a kernel with restart regions (kernel-patch/), the loader has bound
 //! the sections to their region copies (`resolve`), and the mode is
@@ -82,6 +95,64 @@ enum OwnState {
 /// thread) rather than glibc's.
 static OWN_AREA: AtomicBool = AtomicBool::new(false);
 
+/// Where librseq owns the registration but had not published its area when
+/// we chose the mode (its constructor had not run: something allocated
+/// before it): the sections still read our never-registered area, and slow
+/// paths look for librseq's until they find it.
+static LIBRSEQ_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// librseq's `rseq_size` before its constructor ran (and after its
+/// destructor).
+const LIBRSEQ_UNINIT: u32 = u32::MAX;
+
+/// Where an object loaded with the program defines librseq's `rseq_offset`
+/// and `rseq_size` (librseq 0.1 and later, the kernel's rseq selftests):
+/// Some(its area's thread-pointer offset, or None while it has not
+/// published one). Called where glibc registered no area, so the area is
+/// librseq's own: it registers it per thread, when the program asks it to.
+fn librseq_area() -> Option<Option<isize>> {
+    let (mut offset, mut size) = (0isize, 0u32);
+    // SAFETY: both out-pointers are locals.
+    if !unsafe { cs::rseqalloc_librseq(&mut offset, &mut size) } {
+        return None;
+    }
+    Some((size != LIBRSEQ_UNINIT && offset != 0).then_some(offset))
+}
+
+/// Points the sections at librseq's area once it has published it (a slow
+/// path's check while `LIBRSEQ_PENDING`).
+#[cold]
+fn adopt_librseq_area() {
+    if let Some(Some(area)) = librseq_area() {
+        if LIBRSEQ_PENDING.swap(false, Ordering::Relaxed) {
+            point_sections_at(area);
+        }
+    }
+}
+
+/// Whether `rseq(2)` works here: a registration of nothing fails with
+/// EINVAL where it does, ENOSYS (valgrind, rr, old kernels) or EPERM
+/// (seccomp) where it does not.
+fn rseq_available() -> bool {
+    // SAFETY: a null area of length 0 registers nothing.
+    unsafe { os::rseq_register(core::ptr::null_mut(), 0, RSEQ_SIG) == libc::EINVAL }
+}
+
+/// Names the area every section reads, as a thread-pointer offset: at
+/// init, and once later where librseq published its area after we came up.
+/// Sections may run meanwhile: a mainline copy arms its descriptor in the
+/// area it read once and reads the index from that same area, and a region
+/// copy reads `idx_off` alone, so a section sees one area or the other,
+/// never a mix.
+fn point_sections_at(area_off: isize) {
+    // SAFETY: the control block is a static of atomics; `idx_field` was
+    // stored before (`publish`).
+    let ctl = unsafe { &CTL };
+    let field = ctl.idx_field.load(Ordering::Relaxed) as isize;
+    ctl.idx_off.store(area_off + field, Ordering::Relaxed);
+    ctl.area_off.store(area_off, Ordering::Relaxed);
+}
+
 /// Chooses the mode for the process. Runs once, from init, on the first
 /// allocating thread. Returns the mode and the thread-pointer offset of the
 /// area that critical sections will read (meaningless in fallback).
@@ -93,9 +164,16 @@ pub fn choose_mode(config: &Config) -> (Mode, isize) {
     let mut size: u32 = 0;
     // SAFETY: both out-pointers are locals.
     let glibc = unsafe { cs::rseqalloc_glibc_rseq(&mut offset, &mut size) };
+    let librseq = librseq_area();
     let (mode, area_off) = if glibc && size > 0 {
         (Mode::RseqGlibc, offset)
-    } else if register_own_thread() {
+    } else if librseq.is_some() && rseq_available() {
+        // librseq owns the registration: read its area, never register.
+        let area = librseq.flatten();
+        LIBRSEQ_PENDING.store(area.is_none(), Ordering::Relaxed);
+        // SAFETY: a plain read of a link-time constant.
+        (Mode::RseqOwn, area.unwrap_or_else(|| unsafe { cs::rseqalloc_own_tls_offset() }))
+    } else if librseq.is_none() && register_own_thread() {
         OWN_AREA.store(true, Ordering::Relaxed);
         (Mode::RseqOwn, own_area().0)
     } else {
@@ -137,14 +215,14 @@ pub fn publish(mode: Mode, index: CacheIndex, area_off: isize, slabs: usize, ncp
             CacheIndex::CpuId => core::mem::offset_of!(Rseq, cpu_id),
             CacheIndex::MmCid => core::mem::offset_of!(Rseq, mm_cid),
         } as isize;
-        // SAFETY: the control block is a static; only init writes it, before
-        // `ncpu` != 0 lets any section use it. A mainline section reads the
-        // index from the area it armed, so any mix of old and new words it
-        // sees is safe; a region copy reads `idx_off` alone.
+        // SAFETY: the control block is a static; init writes it before
+        // `ncpu` != 0 lets any section use it (and `point_sections_at` may
+        // once more later, safely). A mainline section reads the index from
+        // the area it armed, so any mix of old and new words it sees is safe;
+        // a region copy reads `idx_off` alone.
         let ctl = unsafe { &CTL };
         ctl.idx_field.store(field as i64, Ordering::Relaxed);
-        ctl.idx_off.store(area_off + field, Ordering::Relaxed);
-        ctl.area_off.store(area_off, Ordering::Relaxed);
+        point_sections_at(area_off);
         ctl.slabs.store(slabs, Ordering::Relaxed);
         ctl.ncpu.store(ncpu, Ordering::Release);
     }
@@ -168,7 +246,9 @@ pub fn current_index() -> Option<usize> {
         Mode::Uninit | Mode::Forward => None,
         Mode::Fallback => os::current_cpu(),
         Mode::RseqGlibc | Mode::RseqOwn | Mode::Region => {
-            if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread() {
+            if LIBRSEQ_PENDING.load(Ordering::Relaxed) {
+                adopt_librseq_area();
+            } else if OWN_AREA.load(Ordering::Relaxed) && !register_own_thread() {
                 return None;
             }
             read_index()

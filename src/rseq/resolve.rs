@@ -76,10 +76,32 @@ pub extern "C" fn rseqalloc_regions_chosen() -> bool {
 /// at a constant offset). Decided on the first call, like
 /// `rseqalloc_regions_chosen`: `mm_cid` when the kernel maintains it
 /// (`AT_RSEQ_FEATURE_SIZE` ≥ 28) and `RSEQALLOC_MMCID` in the initial
-/// environment is not 0, off, no or false.
+/// environment is not 0, off, no or false, unless the sections may read
+/// an area another object initialised (`foreign_area`).
 #[no_mangle]
 pub extern "C" fn rseqalloc_mm_cid_chosen() -> bool {
-    decided(&MM_CID, || kernel_has_mm_cid() && !env_denies_mm_cid())
+    decided(&MM_CID, || kernel_has_mm_cid() && !env_denies_mm_cid() && !foreign_area())
+}
+
+/// Whether glibc registered no area and the one the sections will read
+/// (`super::choose_mode`) is another object's: librseq's (an object loaded
+/// with the program defines its `rseq_offset`), or another definition of
+/// `__rseq_abi` bound before ours. Such areas start with only `cpu_id` at
+/// -1 (ours, with `mm_cid` too), so on a thread that has not registered
+/// yet `mm_cid` reads 0, a valid index no registration protects; `cpu_id`
+/// reads -1, which every section takes as a miss. glibc registers before
+/// the loader relocates the other objects, and each object's references
+/// to data (and TLS offsets) are bound before its indirect functions.
+fn foreign_area() -> bool {
+    let (mut offset, mut size) = (0isize, 0u32);
+    // SAFETY: both out-pointers are locals; the helpers read GOT entries.
+    let glibc = unsafe { super::cs::rseqalloc_glibc_rseq(&mut offset, &mut size) } && size > 0;
+    // SAFETY: as above.
+    let librseq = unsafe { super::cs::rseqalloc_librseq(&mut offset, &mut size) };
+    // SAFETY: plain reads of GOT entries.
+    let (shared, ours) =
+        unsafe { (super::cs::rseqalloc_shared_area_offset(), super::cs::rseqalloc_own_shared_offset()) };
+    !glibc && (librseq || (shared != 0 && shared != ours))
 }
 
 /// A yes/no decision made once: `decide` runs on the first call only.
