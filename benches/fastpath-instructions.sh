@@ -16,7 +16,7 @@
 # region mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --example fastpath >/dev/null 2>&1
+cargo build --release -p rseqalloc-bench --example fastpath >/dev/null 2>&1
 cargo build --release -p rseqalloc-preload >/dev/null 2>&1
 count() { # binary, label, alloc entry regex, free entry regex
     objdump -d --no-show-raw-insn "$1" > "target/$2.dis"

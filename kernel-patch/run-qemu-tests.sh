@@ -306,7 +306,7 @@ build_rust_bench() {
 		echo "SKIP rust:mode_pair no benches/examples/mode_pair.rs" >&2; return 0; }
 	log "cargo build --example mode_pair (static, release)" >&2
 	json=$(cd "$REPO" && CARGO_TARGET_DIR="$WORK/cargo-target" RUSTFLAGS='-C target-feature=+crt-static' \
-		cargo build --release --target x86_64-unknown-linux-gnu --example mode_pair --message-format=json \
+		cargo build --release --target x86_64-unknown-linux-gnu -p rseqalloc-bench --example mode_pair --message-format=json \
 		2>> "$WORK/cargo.log") || {
 		tail -30 "$WORK/cargo.log" >&2
 		echo "FAIL rust: cargo build --example mode_pair failed (log above)" >&2

@@ -48,7 +48,7 @@ case $mode in
         vg=(valgrind -q --fair-sched=yes --error-exitcode=99 --soname-synonyms=somalloc=nouserintercepts) ;;
     *) echo "unknown mode $mode"; exit 2 ;;
 esac
-[ -f "$lib" ] || { echo "no $lib: run cargo build --release"; exit 1; }
+[ -f "$lib" ] || { echo "no $lib: run make"; exit 1; }
 
 # pre COMMAND...: runs COMMAND with the library preloaded in this mode.
 pre() { env "${envs[@]}" LD_PRELOAD="$lib" ${vg[@]+"${vg[@]}"} "$@"; }

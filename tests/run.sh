@@ -38,8 +38,9 @@ run() {
     fi
 }
 
-cargo build --release --features _test-hooks --tests --examples 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
-cargo build --release 2>&1 | tail -n 1 || { echo "build failed"; exit 1; } # librseqalloc.so
+cargo build --release --features _test-hooks --tests 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
+cargo build --release -p rseqalloc-bench --examples 2>&1 | tail -n 1 || { echo "build failed"; exit 1; }
+cargo build --release -p rseqalloc-preload 2>&1 | tail -n 1 || { echo "build failed"; exit 1; } # librseqalloc.so
 
 all_tests=(cargo test --release --features _test-hooks --tests)
 run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features _test-hooks

@@ -18,7 +18,7 @@ passed=0 failed=0
 check() { # check NAME STATUS
     if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "  ok    $1"; else failed=$((failed + 1)); echo "  FAIL  $1"; fi
 }
-[ -f "$lib" ] || { echo "no $lib: run cargo build --release"; exit 1; }
+[ -f "$lib" ] || { echo "no $lib: run make"; exit 1; }
 
 cat >"$work/forker.c" <<'C'
 #include <malloc.h>

@@ -2,7 +2,7 @@
 //! rseqalloc and through the system allocator (glibc malloc) in the same
 //! process, printing throughput, the ratio, and rseqalloc's stats.
 //!
-//! `cargo run --release --example demo [threads] [seconds-per-allocator]`
+//! `cargo run --release -p rseqalloc-bench --example demo [threads] [seconds-per-allocator]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

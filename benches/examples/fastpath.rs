@@ -2,7 +2,7 @@
 //! `RseqAlloc` is this program's global allocator, so `__rust_alloc` and
 //! `__rust_dealloc` are the entry points whose machine code
 //! `benches/fastpath-instructions.sh` reads and counts.
-//! `cargo run --release --example fastpath [size]` times a pair.
+//! `cargo run --release -p rseqalloc-bench --example fastpath [size]` times a pair.
 
 use std::alloc::{alloc, dealloc, Layout};
 

@@ -5,7 +5,7 @@
 //! kernel-patch/run-qemu-tests.sh runs it in both modes in the same boot and
 //! puts the ratio in its log; under QEMU TCG only such ratios mean anything.
 //!
-//! `cargo run --release --example mode_pair [pairs-per-run]` prints one
+//! `cargo run --release -p rseqalloc-bench --example mode_pair [pairs-per-run]` prints one
 //! `MODEBENCH` line:
 //! * `pair_ns`: median over 9 runs of one thread's 32-byte alloc+dealloc
 //!   pairs through `__rust_alloc`/`__rust_dealloc` (the cache always hits);
