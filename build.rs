@@ -64,7 +64,7 @@ fn main() {
 
     let mut build = cc::Build::new();
     build.file(&asm).include(root.join("asm"));
-    // The C library's small malloc clears the freed stamp (src/check.rs).
+    // The C library's small malloc clears the freed stamp (src/front/check.rs).
     if env::var_os("CARGO_FEATURE_CAPI").is_some() {
         build.define("RSEQALLOC_C_API", None);
     }

@@ -2,7 +2,7 @@
  * asm/abi.h: the constants that asm/percpu_x86_64.S shares with Rust.
  *
  * Every value here has a Rust twin. build.rs turns this file into
- * `$OUT_DIR/abi_h.rs`, and src/rseq/abi.rs and src/percpu.rs assert at compile
+ * `$OUT_DIR/abi_h.rs`, and src/rseq/abi.rs and src/cache/percpu.rs assert at compile
  * time that each twin (an `offset_of!` or a `const`) equals the value here.
  * Change one side and the build fails until the other follows.
  */
@@ -41,7 +41,7 @@
 #define HDR_OFF_BEGIN 6
 #define HDR_SIZE 8
 
-/* The C library's freed stamp (src/check.rs): the word of a small block
+/* The C library's freed stamp (src/front/check.rs): the word of a small block
  * that C `free` stamps and the small malloc clears (the second: the first
  * is the central slab's free-list link). */
 #define OBJ_OFF_STAMP 8

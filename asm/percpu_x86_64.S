@@ -3,7 +3,7 @@
  * per-CPU caches, for x86-64 Linux.
  *
  * Each section pushes or pops object pointers on one size class's stack in
- * the current CPU's region (src/percpu.rs draws the layout). The kernel runs
+ * the current CPU's region (src/cache/percpu.rs draws the layout). The kernel runs
  * it as if alone on its CPU: if the thread is preempted, migrated or
  * signalled between `start` and `commit`, the kernel moves it to `abort`
  * before it returns to user space (kernel/rseq.c, rseq_ip_fixup()).
@@ -48,7 +48,7 @@
  * (benches/fastpath-instructions.sh counts them). Each has a second entry
  * after its size lookup, for callers that hold the class (C `free`). In the
  * C library (built with RSEQALLOC_C_API, feature `capi`) the small malloc
- * also clears the block's freed stamp once it owns the block (src/check.rs),
+ * also clears the block's freed stamp once it owns the block (src/front/check.rs),
  * so that C `malloc` is one tail call too.
  *
  * Two copies of every section, from the same macros:
@@ -237,7 +237,7 @@
 
 /* STAMP_CLEAR: after a small pop has committed, in the C library, clears
  * the freed stamp of the object in %rax (the object is the caller's now;
- * src/check.rs stamps it when C `free` takes it). MALLOC_MISS: where the
+ * src/front/check.rs stamps it when C `free` takes it). MALLOC_MISS: where the
  * small malloc goes on a miss; the C library's miss also clears the stamp
  * and applies C's rules for failure (errno, blocks during init). */
 #ifdef RSEQALLOC_C_API
@@ -362,7 +362,7 @@ rseqalloc_rseq_cs:
 	.popsection
 
 /* CLASS_OF(size, scratch): replaces a size <= MAX_SMALL by its class, with
- * one load from the Rust table `rseqalloc_class_of` (src/size_class.rs),
+ * one load from the Rust table `rseqalloc_class_of` (src/platform/size_class.rs),
  * indexed by the size itself. */
 .macro CLASS_OF size, scratch
 	leaq rseqalloc_class_of(%rip), \scratch

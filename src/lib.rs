@@ -17,30 +17,36 @@
 //! }
 //! ```
 //!
-//! ## Layers (each module uses only those below it)
+//! ## Layers (each folder uses only those below it; `tests/layers.rs` checks)
 //!
 //! ```text
-//!  capi        the C API (feature `capi`, preload/): malloc & co. with glibc's semantics
-//!  check       bad pointers for the C API: interior, double free, checked mode
-//!  global      GlobalAlloc: layout → size class → fast path; large blocks
-//!  background  the lazy thread: decay release, idle drains, capacity moves
-//!  percpu      per-CPU regions: inline alloc/free, refill/flush slow paths,
-//!              remote shrink and drain
-//!  fence       after a fence no section that read a cache earlier commits
-//!  fallback    the same regions without rseq: sched_getcpu + try-lock
-//!  transfer    the middle end: batches between CPUs, one lock per batch
-//!  central     spans carved into objects, per size class
-//!  pagemap     the arena, its class map and span table, the page heap
-//!  medium      32 KiB–1 MiB blocks: runs of granules from the page heap
-//!  large       one mapping per big block, a bounded cache of freed ones;
-//!              realloc by mremap
-//!  registry    the set of live large blocks (which pointers are ours)
-//!  rseq        mode choice, area registration; rseq/cs: the asm sections;
-//!              rseq/resolve: which section copies the loader binds;
-//!              rseq/regions: registration with the patched kernel
-//!  size_class  sizes, one-load lookup, batch and capacity shape
-//!  init, config, stats, sync, os   bring-up, options, counters, lock, syscalls
+//!  capi/      the C API (feature `capi`, preload/): malloc & co. with
+//!             glibc's semantics
+//!  front/     the allocator as programs see it: `RseqAlloc` and its
+//!             GlobalAlloc with the big-block helpers and the asm's slow-path
+//!             entries (global), bring-up and process hooks (init), the
+//!             background thread (background), counters and reports (stats),
+//!             bad pointers for the C API (check); forward on other targets
+//!  cache/     per-CPU regions: layout, inline alloc/free, refill/flush slow
+//!             paths, remote shrink and drain (percpu); the same regions
+//!             without rseq: sched_getcpu + try-lock (fallback)
+//!  middle/    transfer: batches between CPUs, one lock per batch;
+//!             central: spans carved into objects, per size class
+//!  backend/   pagemap: the arena, its class map and span table, the page
+//!             heap and its decay; medium: 32 KiB–1 MiB blocks as runs of
+//!             granules; large: one mapping per big block, a bounded cache
+//!             of freed ones, realloc by mremap; registry: live large blocks
+//!  rseq/      mode choice and area registration (mod), the asm sections
+//!             (cs), which section copies the loader binds (resolve),
+//!             registration with the patched kernel (regions), and fences:
+//!             after one, no section that read a cache earlier commits (fence)
+//!  platform/  syscalls (os), the spin lock (sync), options (config), size
+//!             classes (size_class), the public mode names (mode), numbers
+//!             (decimal)
 //! ```
+//!
+//! Only the front brings the allocator up, picks the cache path by mode,
+//! and starts the background thread; the layers below never call up.
 //!
 //! ## Glossary
 //! - **OS page**: the 4 KiB hardware page.
@@ -97,116 +103,33 @@ compile_error!("rseqalloc: the C API (feature `capi`) needs the per-CPU path: x8
 #[cfg(all(not(rseqalloc_percpu), feature = "_test-hooks"))]
 compile_error!("rseqalloc: the test hooks need the per-CPU path: x86-64 Linux with glibc");
 
+// The layers, bottom to top: each uses only those above it in this list
+// (tests/layers.rs checks it).
 #[cfg(rseqalloc_percpu)]
-mod background;
+mod backend;
+#[cfg(rseqalloc_percpu)]
+mod cache;
 #[cfg(feature = "capi")]
 mod capi;
+mod front;
 #[cfg(rseqalloc_percpu)]
-mod central;
-#[cfg(feature = "capi")]
-mod check;
-mod config;
-#[cfg(rseqalloc_percpu)]
-mod fallback;
-#[cfg(rseqalloc_percpu)]
-mod fence;
-#[cfg(not(rseqalloc_percpu))]
-mod forward;
-#[cfg(rseqalloc_percpu)]
-mod global;
-#[cfg(rseqalloc_percpu)]
-mod init;
-#[cfg(rseqalloc_percpu)]
-mod large;
-#[cfg(rseqalloc_percpu)]
-mod medium;
-mod mode;
-#[cfg(rseqalloc_percpu)]
-mod os;
-#[cfg(rseqalloc_percpu)]
-mod pagemap;
-#[cfg(rseqalloc_percpu)]
-mod percpu;
-#[cfg(rseqalloc_percpu)]
-mod registry;
+mod middle;
+mod platform;
 #[cfg(rseqalloc_percpu)]
 mod rseq;
-// Forwarding uses only the class sizes (the stats' per-class list).
-#[cfg_attr(not(rseqalloc_percpu), allow(dead_code))]
-mod size_class;
-mod stats;
-#[cfg(rseqalloc_percpu)]
-mod sync;
-#[cfg(rseqalloc_percpu)]
-mod transfer;
 
 #[cfg(feature = "_test-hooks")]
 pub mod test_hooks;
 
-pub use config::{BadFree, Config, ModeRequest, Options, Report};
+pub use front::allocator::RseqAlloc;
 #[cfg(not(rseqalloc_percpu))]
-pub use forward::usable_size;
+pub use front::forward::usable_size;
 #[cfg(rseqalloc_percpu)]
-pub use global::usable_size;
-pub use mode::{CacheIndex, Mode};
-pub use size_class::MAX_SMALL;
-pub use stats::{ClassStats, CpuStats, Stats};
-
-/// The rseqalloc global allocator. On a target without the per-CPU path
-/// it forwards every call to the system allocator ([`Mode::Forward`]),
-/// and options set in code have no effect.
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: rseqalloc::RseqAlloc = rseqalloc::RseqAlloc;
-///
-/// fn main() {
-///     let v: Vec<u64> = (0..1000).collect();
-///     assert_eq!(v.iter().sum::<u64>(), 499_500);
-/// }
-/// ```
-///
-/// With options set in code ([`Options`]); the environment's
-/// `RSEQALLOC_*` variables win over them:
-///
-/// ```
-/// use rseqalloc::{Options, RseqAlloc};
-///
-/// #[global_allocator]
-/// static GLOBAL: RseqAlloc = RseqAlloc::with(Options::new().decay_ms(5000));
-///
-/// fn main() {
-///     let v: Vec<u64> = (0..1000).collect();
-///     assert_eq!(rseqalloc::stats().config.decay_ms, 5000);
-///     # drop(v);
-/// }
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RseqAlloc {
-    options: Options,
-}
-
-/// The allocator with every option from the environment or its default,
-/// so that `static GLOBAL: RseqAlloc = RseqAlloc;` reads as a unit struct.
-#[allow(non_upper_case_globals)]
-pub const RseqAlloc: RseqAlloc = RseqAlloc::with(Options::new());
-
-impl RseqAlloc {
-    /// An allocator whose first allocation brings rseqalloc up with
-    /// `options` (each overridden by its `RSEQALLOC_*` variable when that
-    /// is set). If the process allocated before, through the C API
-    /// (feature `capi`) or another `RseqAlloc` whose options came first,
-    /// these are not in force, and the first allocation says so on stderr.
-    pub const fn with(options: Options) -> RseqAlloc {
-        RseqAlloc { options }
-    }
-
-    /// The options this allocator hands over ([`stats`](crate::stats())
-    /// has those in force).
-    pub const fn options(&self) -> Options {
-        self.options
-    }
-}
+pub use front::global::usable_size;
+pub use front::stats::{ClassStats, CpuStats, Stats};
+pub use platform::config::{BadFree, Config, ModeRequest, Options, Report};
+pub use platform::mode::{CacheIndex, Mode};
+pub use platform::size_class::MAX_SMALL;
 
 /// A snapshot of the allocator's counters: the active [`Mode`], what caches
 /// are indexed by, per-CPU hits and misses, middle-end traffic, bytes mapped
@@ -219,7 +142,7 @@ impl RseqAlloc {
 /// ```
 pub fn stats() -> Stats {
     #[cfg(rseqalloc_percpu)]
-    return stats::snapshot();
+    return front::stats::snapshot();
     #[cfg(not(rseqalloc_percpu))]
     return Stats::empty(Mode::Forward);
 }
@@ -243,11 +166,7 @@ pub fn stats() -> Stats {
 /// ```
 pub fn release() -> usize {
     #[cfg(rseqalloc_percpu)]
-    {
-        percpu::drain_all();
-        transfer::drain();
-        pagemap::release_free() + large::release_cached(0)
-    }
+    return front::background::release_all();
     #[cfg(not(rseqalloc_percpu))]
     0
 }

@@ -6,13 +6,13 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::config::{Config, ModeRequest};
-use crate::percpu::{self, ClassHeader};
+use crate::cache::percpu::{self, ClassHeader};
+use crate::platform::config::{Config, ModeRequest};
+use crate::platform::size_class::SizeClass;
 use crate::rseq::abi::Rseq;
 use crate::rseq::{self, cs, CacheIndex, Mode};
-use crate::size_class::SizeClass;
 
-pub use crate::size_class::NUM_CLASSES;
+pub use crate::platform::size_class::NUM_CLASSES;
 
 /// Offset of the class headers in a region (`Slab::region_base`).
 pub const HEADERS_OFF: usize = crate::rseq::abi::header::HEADERS_OFF as usize;
@@ -88,7 +88,7 @@ impl Slab {
         let cache =
             if matches!(config.mode, ModeRequest::Fallback) { CacheIndex::CpuId } else { rseq::choose_index(mode) };
         rseq::publish(mode, cache, area_off, slabs, ncpu as u32);
-        crate::fence::init(mode, config.membarrier);
+        crate::rseq::fence::init(mode, config.membarrier);
         // Point this thread's sections at the area (a fake one needs it; a
         // real one would do it on the first miss anyway).
         rseq::current_index();
@@ -194,7 +194,7 @@ impl Slab {
 
     /// The allocator's fence for cache `cpu` (membarrier-RSEQ, or migration).
     pub fn fence(&self, cpu: usize) {
-        crate::fence::fence(cpu)
+        crate::rseq::fence::fence(cpu)
     }
 
     /// Address of cache `cpu`'s region, for a test that plays the sections'
@@ -223,7 +223,7 @@ impl Slab {
     }
 
     fn locked<R>(&self, f: impl FnOnce(percpu::Region) -> R) -> Option<R> {
-        let region = crate::os::current_cpu().and_then(percpu::region)?;
+        let region = crate::platform::os::current_cpu().and_then(percpu::region)?;
         let _guard = region.meta().lock.try_lock()?;
         region.init_locked(|| region.fence());
         Some(f(region))
@@ -247,17 +247,17 @@ pub fn restarts() -> [u64; cs::NUM_SITES] {
 /// included); `RSEQALLOC_TEST_RESERVATION=<bytes>` in the environment at
 /// load time sets their size, so a test can make the heap cross many.
 pub fn arena_reservations() -> u64 {
-    crate::pagemap::reservations()
+    crate::backend::pagemap::reservations()
 }
 
 /// The window every reservation lies in: (base, bytes).
 pub fn arena_window() -> (usize, usize) {
-    crate::pagemap::arena()
+    crate::backend::pagemap::arena()
 }
 
 /// The size class's size if `p` lies in a small span (the class map's
 /// answer: None for medium and large blocks, free granules and anything
 /// that is not ours).
 pub fn class_size_at(p: *const u8) -> Option<usize> {
-    crate::pagemap::class_of(p).map(|class| class.size())
+    crate::backend::pagemap::class_of(p).map(|class| class.size())
 }

@@ -3,7 +3,7 @@
 # - reports: RSEQALLOC_STATS=1 heads each process's report with its pid and
 #   program name, RSEQALLOC_STATS=json writes one JSON object per process
 #   (a program that forks three children gives four), malloc_stats() too;
-# - bin/rseqalloc-run: --help (every variable of src/config.rs, which the
+# - bin/rseqalloc-run: --help (every variable of src/platform/config.rs, which the
 #   README's table lists too), --version (Cargo.toml's), bad options;
 # - make install / uninstall into a temporary prefix, and the installed
 #   wrapper finding its library.
@@ -79,10 +79,10 @@ RSEQALLOC_STATS=yaml LD_PRELOAD=$lib "$work/forker" 2>"$work/bad.err"
     ! grep -q '^rseqalloc stats' "$work/bad.err"
 check "RSEQALLOC_STATS=yaml: reported, no report written" $?
 
-# The variables the library reads: one row each in src/config.rs.
-vars=$(grep -oE 'name: c"RSEQALLOC_[A-Z_]+"' src/config.rs | grep -oE 'RSEQALLOC_[A-Z_]+' | sort -u)
+# The variables the library reads: one row each in src/platform/config.rs.
+vars=$(grep -oE 'name: c"RSEQALLOC_[A-Z_]+"' src/platform/config.rs | grep -oE 'RSEQALLOC_[A-Z_]+' | sort -u)
 [ -n "$vars" ]
-check "src/config.rs lists variables" $?
+check "src/platform/config.rs lists variables" $?
 bin/rseqalloc-run --help >"$work/help" 2>&1
 s=$?
 missing=$(for v in $vars; do grep -qE "^  $v \(default " "$work/help" || echo "$v"; done)

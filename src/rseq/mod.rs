@@ -1,3 +1,9 @@
+//! Layer 1, rseq: how threads reach a restartable-sequence area, and the
+//! critical sections' Rust side. Uses `platform` only. The runtime is this
+//! file; `abi` the shared layout, `cs` the asm sections, `resolve` which
+//! copies the loader binds, `regions` registration with the patched kernel,
+//! `fence` the remote fences.
+//!
 //! The rseq runtime: decides once per process how threads reach a
 //! restartable-sequence area (glibc's, our own, or none), publishes that to the
 //! critical sections, and registers our own area per thread where needed.
@@ -47,17 +53,18 @@
 
 pub mod abi;
 pub mod cs;
+pub mod fence;
 pub mod regions;
 pub mod resolve;
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use crate::config::{Config, ModeRequest};
-use crate::os;
+use crate::platform::config::{Config, ModeRequest};
+use crate::platform::os;
 use abi::{OwnTls, Rseq, RSEQ_SIG};
 use cs::rseqalloc_ctl as CTL;
 
-pub use crate::mode::{CacheIndex, Mode};
+pub use crate::platform::mode::{CacheIndex, Mode};
 
 static MODE: AtomicU8 = AtomicU8::new(0);
 static INDEX: AtomicU8 = AtomicU8::new(0);

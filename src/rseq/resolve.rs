@@ -1,7 +1,7 @@
 //! The load-time choice of critical-section copies: the indirect-function
 //! resolvers of `asm/percpu_x86_64.S` ask it while the loader (or the
 //! start-up code of a static-pie binary) relocates the program, before TLS,
-//! errno or `environ` exist. So it uses raw system calls, not libc (`os.rs`
+//! errno or `environ` exist. So it uses raw system calls, not libc (`platform::os`
 //! needs errno), and reads the environment from `/proc/self/environ` and the
 //! auxiliary vector from `/proc/self/auxv`. Each answer is made once and
 //! kept, so that init (`super::choose_mode`, `super::choose_index`) follows
@@ -10,7 +10,7 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::abi::header as h;
-use crate::config::{self, ModeRequest, Word};
+use crate::platform::config::{self, ModeRequest, Word};
 
 const SYS_READ: i64 = 0;
 const SYS_CLOSE: i64 = 3;

@@ -1,3 +1,7 @@
+//! Layer 6, capi: the top. The C API below and its bootstrap area; uses
+//! every layer beneath it (`front` for bring-up, the big-block helpers and
+//! the checks), and nothing uses it.
+//!
 //! The C allocation API (feature `capi`; built into `librseqalloc.so` by
 //! `preload/`): glibc's malloc family with glibc's semantics, exported with
 //! default visibility. Each entry point is a short forward to the few
@@ -21,13 +25,16 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::check::{self, Bad};
-use crate::global::{alloc_big, free_big, resize_big};
-use crate::medium::Intent;
-use crate::os::{self, OS_PAGE};
+use crate::backend::medium::Intent;
+use crate::backend::{large, medium, pagemap};
+use crate::cache::percpu;
+use crate::front::check::{self, Bad};
+use crate::front::global;
+use crate::front::global::{alloc_big, free_big, resize_big};
+use crate::front::{background, init, stats};
+use crate::platform::os::{self, OS_PAGE};
+use crate::platform::size_class::{SizeClass, MAX_SMALL};
 use crate::rseq::cs;
-use crate::size_class::{SizeClass, MAX_SMALL};
-use crate::{init, large, medium, pagemap, percpu, stats};
 
 /// The alignment of every `malloc` block (glibc's `MALLOC_ALIGNMENT`).
 const MIN_ALIGN: usize = 16;
@@ -60,7 +67,7 @@ extern "C" fn rseqalloc_c_malloc_miss(class: usize) -> *mut u8 {
     let Some(class) = SizeClass::from_index(class) else {
         return fail(libc::ENOMEM); // unreachable: the asm passes a class
     };
-    let p = percpu::alloc_slow(class);
+    let p = global::alloc_slow(class);
     if !p.is_null() {
         // SAFETY: a small object just handed to us.
         unsafe { check::clear_stamp(p) };
@@ -372,13 +379,13 @@ unsafe fn free_checked(op: &str, p: *mut u8, align: usize, size: usize) {
 /// 1 if there was any. `pad` is ignored: there is no heap top to keep.
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
-    (crate::release() > 0) as c_int
+    (background::release_all() > 0) as c_int
 }
 
 /// glibc `malloc_stats`: our stats on stderr.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    stats::report(crate::config::Report::Text);
+    stats::report(crate::platform::config::Report::Text);
 }
 
 /// The allocator's memory in glibc's terms, for `mallinfo2` and

@@ -5,7 +5,7 @@
 //! start-up are unaffected; a program that never frees much never gets
 //! one), wakes every tick to
 //! - give free arena memory back to the OS on a time-based decay
-//!   (`RSEQALLOC_DECAY_MS`; `pagemap::release_aged`), and unmap cached
+//!   (`RSEQALLOC_DECAY_MS`; `pagemap::decay_step`), and unmap cached
 //!   large mappings unused for a decay period,
 //! - drain the caches of CPUs idle for a few decay periods,
 //! - move cache capacity toward the classes that miss: a CPU whose budget
@@ -38,10 +38,12 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::config::Config;
-use crate::percpu::{self, MAX_CPUS};
-use crate::size_class::SizeClass;
-use crate::{large, os, pagemap, transfer};
+use crate::backend::{large, pagemap};
+use crate::cache::percpu::{self, MAX_CPUS};
+use crate::middle::transfer;
+use crate::platform::config::Config;
+use crate::platform::os;
+use crate::platform::size_class::SizeClass;
 
 /// Freed arena bytes still backed by pages that make the thread worth
 /// starting.
@@ -64,9 +66,8 @@ const RUNNING: u8 = 2;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static THREAD: AtomicU8 = AtomicU8::new(NOT_STARTED);
-static DECAY_NS: AtomicU64 = AtomicU64::new(0);
-/// When the last decay step began (thread or slow path).
-static LAST_DECAY: AtomicU64 = AtomicU64::new(0);
+/// `pagemap::heap_frees()` when the slow paths last looked.
+static HEAP_FREES_SEEN: AtomicU64 = AtomicU64::new(0);
 /// When a start was last refused because the process had no thread of its
 /// own (asked again after `CHECK_NS`).
 static REFUSED_AT: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +79,7 @@ static ACTIVE_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS
 
 /// Takes the options (init).
 pub fn init(config: &Config) {
-    DECAY_NS.store(config.decay_ms as u64 * 1_000_000, Ordering::Relaxed);
+    pagemap::set_decay_ns(config.decay_ms as u64 * 1_000_000);
     ENABLED.store(config.background, Ordering::Relaxed);
 }
 
@@ -148,7 +149,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 
 /// The time between ticks: the decay period, at most `MAX_TICK_NS`.
 fn tick_ns() -> u64 {
-    match DECAY_NS.load(Ordering::Relaxed) {
+    match pagemap::decay_ns() {
         0 => MAX_TICK_NS,
         decay => decay.min(MAX_TICK_NS),
     }
@@ -159,11 +160,10 @@ fn tick_ns() -> u64 {
 /// objects in the transfer caches; with a decay, free pages or cached
 /// mappings still to give back.
 fn tick(now: u64) -> bool {
-    let decay = DECAY_NS.load(Ordering::Relaxed);
+    let decay = pagemap::decay_ns();
     let caches = (0..percpu::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
     transfer::plunder();
-    if decay_due(now, decay) {
-        pagemap::release_aged(usize::MAX);
+    if pagemap::decay_step(now, usize::MAX) {
         large::release_cached(decay);
     }
     caches
@@ -211,25 +211,14 @@ fn stays_when_idle() -> bool {
         && THREAD.compare_exchange(NOT_STARTED, RUNNING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-/// Whether a decay step is due at `now`, claiming it if so (one caller per
-/// period, thread or slow path).
-fn decay_due(now: u64, decay: u64) -> bool {
-    let last = LAST_DECAY.load(Ordering::Relaxed);
-    decay != 0
-        && now.saturating_sub(last) >= decay
-        && LAST_DECAY.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-}
-
 /// Granules just went back to the page heap (an emptied span, a freed
 /// medium block): start the thread once enough waits there, in a process
 /// that started threads of its own; until it runs, run a bounded decay
-/// step if one is due. Callers hold no heap lock (a region lock at most, in
-/// fallback mode).
+/// step if one is due. Called by the front's slow paths, holding no lock.
 pub fn on_heap_free() {
     if THREAD.load(Ordering::Relaxed) == RUNNING {
         return;
     }
-    let decay = DECAY_NS.load(Ordering::Relaxed);
     let now = os::now_ns();
     if ENABLED.load(Ordering::Relaxed)
         && THREAD.load(Ordering::Relaxed) == NOT_STARTED
@@ -241,7 +230,27 @@ pub fn on_heap_free() {
             return;
         }
     }
-    if decay_due(now, decay) {
-        pagemap::release_aged(SLOW_PATH_CHUNKS);
+    pagemap::decay_step(now, SLOW_PATH_CHUNKS);
+}
+
+/// After a cache slow path: if granules went back to the page heap since
+/// the last look (a flush emptied a span), `on_heap_free`. One load and a
+/// compare when nothing did.
+#[inline]
+pub fn after_slow_path() {
+    let frees = pagemap::heap_frees();
+    if HEAP_FREES_SEEN.load(Ordering::Relaxed) != frees {
+        HEAP_FREES_SEEN.store(frees, Ordering::Relaxed);
+        on_heap_free();
     }
+}
+
+/// Returns all free memory to the OS at once, without waiting for the
+/// decay (`rseqalloc::release`, `malloc_trim`): every cache drained, the
+/// transfer caches back to their spans, every free granule's pages and the
+/// cached large mappings given back. Returns the bytes given back.
+pub fn release_all() -> usize {
+    percpu::drain_all();
+    transfer::drain();
+    pagemap::release_free() + large::release_cached(0)
 }

@@ -6,9 +6,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
-use crate::sync::SpinLock;
-use crate::{background, central};
+use crate::middle::central;
+use crate::platform::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
+use crate::platform::sync::SpinLock;
 
 /// Batches each class's transfer cache holds at most.
 const BATCHES: usize = 16;
@@ -74,7 +74,6 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
     if stored < objects.len() {
         // SAFETY: the caller's guarantee passes on.
         unsafe { central::free_batch(class, &objects[stored..]) };
-        background::on_heap_free();
     }
 }
 

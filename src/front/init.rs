@@ -18,9 +18,13 @@
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crate::config::{self, Config};
-use crate::rseq::cs;
-use crate::{background, central, fence, os, pagemap, percpu, registry, rseq, stats, transfer};
+use crate::backend::{pagemap, registry};
+use crate::cache::percpu::{self, MAX_CPUS};
+use crate::front::{background, stats};
+use crate::middle::{central, transfer};
+use crate::platform::config::{self, Config};
+use crate::platform::os;
+use crate::rseq::{self, cs, fence};
 
 const UNINIT: u8 = 0;
 const RUNNING: u8 = 1;
@@ -79,7 +83,7 @@ fn this_thread() -> usize {
 
 fn bring_up() -> bool {
     let config = Config::load();
-    let ncpu = percpu::possible_cpus();
+    let ncpu = os::possible_cpus().map_or(MAX_CPUS, |n| n.min(MAX_CPUS));
     if !pagemap::init() {
         return false;
     }
@@ -90,13 +94,13 @@ fn bring_up() -> bool {
     let index = rseq::choose_index(mode);
     fence::init(mode, config.membarrier);
     background::init(&config);
-    crate::large::init(&config);
+    crate::backend::large::init(&config);
     #[cfg(feature = "capi")]
-    crate::check::init(&config);
+    crate::front::check::init(&config);
     let at_exit = match config.stats_at_exit {
         None => 0,
-        Some(crate::config::Report::Text) => 1,
-        Some(crate::config::Report::Json) => 2,
+        Some(crate::platform::config::Report::Text) => 1,
+        Some(crate::platform::config::Report::Json) => 2,
     };
     STATS_AT_EXIT.store(at_exit, Ordering::Relaxed);
     rseq::publish(mode, index, area_off, slabs, ncpu as u32);
@@ -107,7 +111,7 @@ fn bring_up() -> bool {
 }
 
 fn report(mode: rseq::Mode, index: rseq::CacheIndex, ncpu: usize) {
-    let mut line = crate::os::Line::new();
+    let mut line = crate::platform::os::Line::new();
     let _ = core::fmt::write(&mut line, format_args!("rseqalloc: mode {mode:?}, caches by {index:?}, {ncpu} caches\n"));
     line.flush();
     config::print_in_force();
@@ -184,8 +188,8 @@ extern "C" fn fork_child() {
 extern "C" fn print_stats() {
     let format = match STATS_AT_EXIT.load(Ordering::Relaxed) {
         0 => return,
-        1 => crate::config::Report::Text,
-        _ => crate::config::Report::Json,
+        1 => crate::platform::config::Report::Text,
+        _ => crate::platform::config::Report::Json,
     };
     stats::report(format);
 }

@@ -28,11 +28,13 @@
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
+use crate::middle::{central, transfer};
+use crate::platform::os;
+use crate::platform::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
+use crate::platform::sync::SpinLock;
 use crate::rseq::abi::header as h;
 use crate::rseq::cs;
-use crate::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
-use crate::sync::SpinLock;
-use crate::{central, fallback, fence, init, os, rseq, transfer};
+use crate::rseq::{self, fence};
 
 /// log2 of a region's size.
 pub const REGION_SHIFT: u32 = 17;
@@ -141,8 +143,9 @@ pub fn region(idx: usize) -> Option<Region> {
 }
 
 /// Allocates an object of `class`: the small entry point after its size
-/// lookup, so that a hit is one tail call and a miss goes straight to
-/// `alloc_slow`.
+/// lookup, so that a hit is one tail call and a miss goes straight to the
+/// front's slow-path entry (`rseqalloc_alloc_slow`), which brings the
+/// allocator up and comes back to `alloc_slow` here.
 #[inline(always)]
 pub fn alloc(class: SizeClass) -> *mut u8 {
     // SAFETY: a class's index; the regions stay mapped once published
@@ -151,7 +154,8 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
 }
 
 /// Frees an object of `class`, as `alloc` does: a push on this CPU's stack,
-/// else `free_slow`, from one tail call.
+/// else (through the front's `rseqalloc_free_slow`) `free_slow`, from one
+/// tail call.
 ///
 /// # Safety
 /// `p` is an allocated object of `class` that the caller gives up.
@@ -161,44 +165,12 @@ pub unsafe fn free(class: SizeClass, p: *mut u8) {
     unsafe { cs::rseqalloc_free_class(p, class.index()) }
 }
 
-/// `alloc_slow` for the asm entry point `rseqalloc_malloc_small`, which
-/// tail-calls it on a miss (the C library's entry point calls
-/// `capi::rseqalloc_c_malloc_miss` instead).
-#[cfg(not(feature = "capi"))]
-#[no_mangle]
-extern "C" fn rseqalloc_alloc_slow(class: usize) -> *mut u8 {
-    match SizeClass::from_index(class) {
-        Some(class) => alloc_slow(class),
-        None => core::ptr::null_mut(), // unreachable: the asm passes a table entry
-    }
-}
-
-/// `free_slow` for the asm entry point `rseqalloc_free_small`.
-///
-/// # Safety
-/// As for `free_slow`, with `class` a valid class index.
-#[no_mangle]
-unsafe extern "C" fn rseqalloc_free_slow(p: *mut u8, class: usize) {
-    if let Some(class) = SizeClass::from_index(class) {
-        // SAFETY: the caller's guarantee passes on.
-        unsafe { free_slow(class, p) }
-    }
-}
-
-/// The stack was empty (or the thread or process is not set up yet): set
-/// up, grow the stack's capacity, and refill it with one batch.
-#[cold]
-#[inline(never)]
+/// The stack was empty (or the thread is not registered yet): register,
+/// grow the stack's capacity, and refill it with one batch. The caller (the
+/// front's slow-path entry) brought the allocator up in an rseq mode.
+#[inline]
 pub fn alloc_slow(class: SizeClass) -> *mut u8 {
-    if !init::ensure() {
-        return core::ptr::null_mut();
-    }
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
-    match rseq::mode() {
-        rseq::Mode::Fallback => return fallback::alloc(class),
-        rseq::Mode::Uninit => return core::ptr::null_mut(),
-        _ => {}
-    }
     let Some(region) = rseq::current_index().and_then(region) else {
         // No usable index (registration failed): go to the middle end.
         return if transfer::take(class, &mut buf[..1]) == 1 { buf[0] } else { core::ptr::null_mut() };
@@ -226,17 +198,13 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
 }
 
 /// The stack was full: grow its capacity if the budget allows, else flush a
-/// batch to the middle end.
+/// batch to the middle end. The caller (the front's slow-path entry) runs in
+/// an rseq mode.
 ///
 /// # Safety
 /// `p` is an allocated object of `class` that the caller gives up.
-#[cold]
-#[inline(never)]
+#[inline]
 pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
-    if rseq::mode() == rseq::Mode::Fallback {
-        // SAFETY: the caller's guarantee passes on.
-        return unsafe { fallback::free(class, p) };
-    }
     let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
     if let Some(region) = rseq::current_index().and_then(region) {
         region.prepare(class, false);
@@ -606,48 +574,9 @@ fn decode(v: u64) -> ClassHeader {
     ClassHeader { current: v as u16, aux: (v >> 16) as u16, end: (v >> 32) as u16, begin: (v >> 48) as u16 }
 }
 
-/// The number of possible CPU ids (highest id + 1), read without allocating:
-/// `/sys/devices/system/cpu/possible` ("0-3,8-11"), else the affinity mask,
-/// else MAX_CPUS. Capped at MAX_CPUS.
-pub fn possible_cpus() -> usize {
-    let mut buf = [0u8; 256];
-    if let Some(n) = os::read_file(c"/sys/devices/system/cpu/possible", &mut buf) {
-        if let Some(max) = highest_listed_cpu(&buf[..n]) {
-            return (max + 1).min(MAX_CPUS);
-        }
-    }
-    let from_affinity = os::affinity().and_then(|set| {
-        // SAFETY: CPU_ISSET reads one bit of the mask.
-        (0..libc::CPU_SETSIZE as usize).rev().find(|&c| unsafe { libc::CPU_ISSET(c, &set) }).map(|c| c + 1)
-    });
-    from_affinity.unwrap_or(MAX_CPUS).min(MAX_CPUS)
-}
-
-/// The highest CPU id in a kernel cpu list such as "0-3,8-11\n".
-pub fn highest_listed_cpu(text: &[u8]) -> Option<usize> {
-    let mut highest = None;
-    for part in text.split(|&b| b == b',') {
-        let part = part.strip_suffix(b"\n").unwrap_or(part);
-        let last = part.rsplit(|&b| b == b'-').next()?;
-        let value = crate::config::parse_decimal(last)?;
-        highest = highest.max(Some(value));
-    }
-    highest
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists_parse_like_the_kernel_writes_them() {
-        assert_eq!(highest_listed_cpu(b"0-1\n"), Some(1));
-        assert_eq!(highest_listed_cpu(b"0\n"), Some(0));
-        assert_eq!(highest_listed_cpu(b"0-3,8-11\n"), Some(11));
-        assert_eq!(highest_listed_cpu(b"2,5,7"), Some(7));
-        assert_eq!(highest_listed_cpu(b"garbage"), None);
-        assert_eq!(highest_listed_cpu(b""), None);
-    }
 
     #[test]
     fn headers_round_trip_and_partitions_are_disjoint() {

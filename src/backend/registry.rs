@@ -13,8 +13,8 @@
 //! removal shifts later entries back, so there are no tombstones. Large
 //! blocks cost an `mmap` each, so one lock round trip is noise beside it.
 
-use crate::os;
-use crate::sync::SpinLock;
+use crate::platform::os;
+use crate::platform::sync::SpinLock;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;

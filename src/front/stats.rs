@@ -12,19 +12,21 @@ use core::fmt;
 #[cfg(rseqalloc_percpu)]
 use core::fmt::Write;
 
-use crate::config::Config;
+use crate::platform::config::Config;
 #[cfg(rseqalloc_percpu)]
-use crate::config::{self, Report};
-use crate::mode::{CacheIndex, Mode};
+use crate::platform::config::{self, Report};
+use crate::platform::mode::{CacheIndex, Mode};
 #[cfg(rseqalloc_percpu)]
-use crate::os::Line;
-use crate::size_class::{SizeClass, NUM_CLASSES};
+use crate::platform::os::Line;
+use crate::platform::size_class::{SizeClass, NUM_CLASSES};
 #[cfg(rseqalloc_percpu)]
 use crate::{
-    background, central, fence, large, medium, os, pagemap,
-    percpu::{self, Region},
-    rseq::{self, cs},
-    transfer,
+    backend::{large, medium, pagemap},
+    cache::percpu::{self, Region},
+    front::background,
+    middle::{central, transfer},
+    platform::os,
+    rseq::{self, cs, fence},
 };
 #[cfg(rseqalloc_percpu)]
 use core::sync::atomic::Ordering;
@@ -406,7 +408,7 @@ pub fn snapshot() -> Stats {
 
 #[cfg(all(rseqalloc_percpu, feature = "capi"))]
 fn bad_frees() -> u64 {
-    crate::check::bad_frees()
+    crate::front::check::bad_frees()
 }
 
 #[cfg(all(rseqalloc_percpu, not(feature = "capi")))]
@@ -571,7 +573,7 @@ mod serde_impl {
     }
 
     /// An option's value as a string, written without allocating.
-    struct Value(crate::config::OptionValue);
+    struct Value(crate::platform::config::OptionValue);
 
     impl Serialize for Value {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -3,7 +3,7 @@
 //! in one byte load, the span table, and the page heap that hands out and
 //! takes back 64 KiB granules (so an emptied span's memory serves any
 //! class), as spans or as the runs of n contiguous granules that hold
-//! medium blocks (`medium.rs`).
+//! medium blocks (`medium`).
 //!
 //! ```text
 //!  window: | foreign | reservation | foreign | reservation (first) |
@@ -55,9 +55,9 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::os::{self, OS_PAGE};
-use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::SpinLock;
+use crate::platform::os::{self, OS_PAGE};
+use crate::platform::size_class::{SizeClass, NUM_CLASSES};
+use crate::platform::sync::SpinLock;
 
 /// Span granularity: every span is 1 or 4 granules, aligned to its size.
 pub const GRANULE_SHIFT: u32 = 16;
@@ -131,6 +131,12 @@ static FREE_BACKED: AtomicU64 = AtomicU64::new(0);
 static PURGES: AtomicU64 = AtomicU64::new(0);
 /// Reservations made.
 static RESERVATIONS: AtomicU64 = AtomicU64::new(0);
+/// Times granules went back to the heap (`heap_frees`).
+static HEAP_FREES: AtomicU64 = AtomicU64::new(0);
+/// The decay period in ns (0: no time-based decay), and when the last
+/// decay step began (`decay_step`).
+static DECAY_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_DECAY: AtomicU64 = AtomicU64::new(0);
 
 struct PageHeap {
     /// The `chunks` table (one `Chunk` per chunk of the window).
@@ -219,7 +225,7 @@ fn window_size(limit: Option<usize>) -> usize {
 /// `RSEQALLOC_TEST_RESERVATION` (bytes) sets it, so tests cross reservations.
 fn reservation_size(limit: Option<usize>) -> usize {
     #[cfg(feature = "_test-hooks")]
-    if let Some(bytes) = os::getenv(c"RSEQALLOC_TEST_RESERVATION").and_then(crate::config::parse_decimal) {
+    if let Some(bytes) = os::getenv(c"RSEQALLOC_TEST_RESERVATION").and_then(crate::platform::decimal::parse_decimal) {
         return bytes.clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1);
     }
     limit.map_or(MAX_RESERVATION, |limit| (limit / 16).clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1))
@@ -468,6 +474,38 @@ pub fn release_aged(max_chunks: usize) -> usize {
     (first..first + count).map(|i| release_in_chunk(visit.chunk(i % visit.len), |backed, aged| backed & aged)).sum()
 }
 
+/// Sets the decay period (`RSEQALLOC_DECAY_MS`, in ns; 0 turns the
+/// time-based decay off).
+pub fn set_decay_ns(ns: u64) {
+    DECAY_NS.store(ns, Ordering::Relaxed);
+}
+
+/// The decay period in ns (0: none).
+pub fn decay_ns() -> u64 {
+    DECAY_NS.load(Ordering::Relaxed)
+}
+
+/// The time-based decay at time `now`: if a decay period passed since the
+/// last step, claims this one (one caller per period, whichever thread
+/// comes first) and runs `release_aged(max_chunks)`. Returns whether it ran.
+pub fn decay_step(now: u64, max_chunks: usize) -> bool {
+    let decay = decay_ns();
+    let last = LAST_DECAY.load(Ordering::Relaxed);
+    let due = decay != 0
+        && now.saturating_sub(last) >= decay
+        && LAST_DECAY.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+    if due {
+        release_aged(max_chunks);
+    }
+    due
+}
+
+/// How many times granules went back to the heap (an emptied span, a freed
+/// or shrunk medium run): a caller that saw it change knows the heap grew.
+pub fn heap_frees() -> u64 {
+    HEAP_FREES.load(Ordering::Relaxed)
+}
+
 /// The chunks that may hold free granules, numbered `0..len`: `[lo, hi)`
 /// less the newest reservation's chunks not yet committed (up to a whole
 /// reservation, which the decay's bounded steps would otherwise spend their
@@ -685,6 +723,7 @@ impl PageHeap {
         self.chunk_mut(c).free |= (((1u64 << n) - 1) as u32) << (g % CHUNK_GRANULES);
         self.lowest_free = self.lowest_free.min(c);
         FREE_BACKED.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
+        HEAP_FREES.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Commits the next chunk of the newest reservation, reserving another
@@ -814,7 +853,7 @@ mod tests {
     #[cfg(not(feature = "capi"))]
     #[test]
     fn runs_are_marked_aligned_resized_and_freed_once() {
-        assert!(crate::init::ensure());
+        assert!(crate::front::init::ensure());
         for n in [1, 2, 3, 5, 16, 17, 32] {
             for align in [1, 2, 8, 32] {
                 let (g, _) = alloc_run(n, align, n).expect("arena space");

@@ -4,9 +4,10 @@
 //! A thread that finds its CPU's lock taken (it was preempted or migrated
 //! onto a busy CPU) goes straight to the middle end rather than wait.
 
-use crate::percpu::{self, Region};
-use crate::size_class::{SizeClass, MAX_BATCH};
-use crate::{os, transfer};
+use crate::cache::percpu::{self, Region};
+use crate::middle::transfer;
+use crate::platform::os;
+use crate::platform::size_class::{SizeClass, MAX_BATCH};
 
 /// Allocates an object of `class` in fallback mode.
 pub fn alloc(class: SizeClass) -> *mut u8 {

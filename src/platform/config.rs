@@ -16,8 +16,9 @@ use core::fmt::Write as _;
 #[cfg(rseqalloc_percpu)]
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
+use crate::platform::decimal::parse_decimal;
 #[cfg(rseqalloc_percpu)]
-use crate::os::{self, Line};
+use crate::platform::os::{self, Line};
 
 /// Which per-CPU machinery the process may use (`RSEQALLOC_MODE`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -313,17 +314,6 @@ pub fn parse_choice(word: Word, words: &[Word]) -> Option<usize> {
 #[inline]
 pub fn mode_request(index: usize) -> ModeRequest {
     MODES.get(index).copied().unwrap_or(ModeRequest::Auto)
-}
-
-/// Parses an unsigned decimal number; None on anything else or overflow.
-pub fn parse_decimal(text: &[u8]) -> Option<usize> {
-    if text.is_empty() {
-        return None;
-    }
-    text.iter().try_fold(0usize, |acc, &b| {
-        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(digit as usize)
-    })
 }
 
 impl Kind {
@@ -856,16 +846,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decimals_parse_strictly() {
-        assert_eq!(parse_decimal(b"0"), Some(0));
-        assert_eq!(parse_decimal(b"1048576"), Some(1 << 20));
-        assert_eq!(parse_decimal(b""), None);
-        assert_eq!(parse_decimal(b"12k"), None);
-        assert_eq!(parse_decimal(b"-1"), None);
-        assert_eq!(parse_decimal(b"99999999999999999999999"), None);
-    }
-
-    #[test]
     fn ids_index_their_rows() {
         let names = OPTIONS.iter().map(|o| o.name.to_str().unwrap()).collect::<Vec<_>>();
         assert_eq!(names[Id::Mode as usize], "RSEQALLOC_MODE");
@@ -964,11 +944,11 @@ mod tests {
 
     #[test]
     fn readme_table_is_the_options_table() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let want = readme_table();
         assert!(
             readme.contains(&want),
-            "README.md's configuration table differs from src/config.rs's OPTIONS; replace it with:\n\n{want}"
+            "README.md's configuration table differs from src/platform/config.rs's OPTIONS; replace it with:\n\n{want}"
         );
     }
 }

@@ -27,9 +27,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::config::{BadFree, Config};
-use crate::size_class::SizeClass;
-use crate::{os, pagemap};
+use crate::backend::pagemap;
+use crate::platform::config::{BadFree, Config};
+use crate::platform::os;
+use crate::platform::size_class::SizeClass;
 
 /// The stamp secret, odd; 0 before init and in checked mode, where the
 /// bitmap takes the stamps' place: the fast paths read only this word.
@@ -177,7 +178,7 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
     };
     let leak = LEAK.load(Ordering::Relaxed);
     let tail = if leak { "; left alone (RSEQALLOC_BAD_FREE=leak)" } else { "" };
-    let mut line = crate::os::Line::new();
+    let mut line = crate::platform::os::Line::new();
     let _ = core::fmt::write(&mut line, format_args!("rseqalloc: {op}(): invalid pointer {p:p}: {reason}{tail}\n"));
     line.flush();
     if !leak {
@@ -192,7 +193,7 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
 /// medium run but not where a block starts, or not ours (a freed medium or
 /// large block looks like this too).
 pub fn judge_other(p: *const u8) -> Bad {
-    if pagemap::class_of(p).is_some() || crate::medium::is_interior(p) {
+    if pagemap::class_of(p).is_some() || crate::backend::medium::is_interior(p) {
         Bad::Interior
     } else {
         Bad::Foreign

@@ -1,16 +1,21 @@
 //! The `GlobalAlloc` implementation: layout → size class, then the per-CPU
 //! fast path; everything else (over-aligned, medium, large, resize) in cold
 //! helpers, of which the C API shares those for blocks above the classes.
-//! Nothing here panics or unwinds; failures return null.
+//! Also the slow-path entries the asm calls on a miss: they bring the
+//! allocator up, pick the cache path by mode, and tell the background
+//! thread when memory went back to the page heap. Nothing here panics or
+//! unwinds; failures return null.
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use crate::config::{self, Options};
-use crate::large;
-use crate::medium::{self, Intent, MAX_MEDIUM};
-use crate::rseq::cs;
-use crate::size_class::{SizeClass, MAX_SMALL};
-use crate::{init, percpu, RseqAlloc};
+use crate::backend::large;
+use crate::backend::medium::{self, Intent, MAX_MEDIUM};
+use crate::cache::{fallback, percpu};
+use crate::front::allocator::RseqAlloc;
+use crate::front::{background, init};
+use crate::platform::config::{self, Options};
+use crate::platform::size_class::{SizeClass, MAX_SMALL};
+use crate::rseq::{self, cs, Mode};
 
 impl RseqAlloc {
     /// Hands the options over before the first allocation. For
@@ -29,7 +34,7 @@ impl RseqAlloc {
 #[inline(never)]
 fn hand_over(options: &Options) {
     if options.hand_over() && init::ensure() && !config::code_options_used() {
-        crate::os::write_stderr(
+        crate::platform::os::write_stderr(
             b"rseqalloc: the options set in code (RseqAlloc::with) are not in force: the allocator was already \
               running (a C allocation or another allocator came first); RSEQALLOC_VERBOSE=1 shows those in force\n",
         );
@@ -116,6 +121,66 @@ unsafe impl GlobalAlloc for RseqAlloc {
     }
 }
 
+/// `alloc_slow` for the asm entry point `rseqalloc_malloc_small`, which
+/// tail-calls it on a miss (the C library's entry point calls
+/// `capi::rseqalloc_c_malloc_miss` instead).
+#[cfg(not(feature = "capi"))]
+#[no_mangle]
+extern "C" fn rseqalloc_alloc_slow(class: usize) -> *mut u8 {
+    match SizeClass::from_index(class) {
+        Some(class) => alloc_slow(class),
+        None => core::ptr::null_mut(), // unreachable: the asm passes a table entry
+    }
+}
+
+/// `free_slow` for the asm entry point `rseqalloc_free_small`.
+///
+/// # Safety
+/// As for `free_slow`, with `class` a valid class index.
+#[no_mangle]
+unsafe extern "C" fn rseqalloc_free_slow(p: *mut u8, class: usize) {
+    if let Some(class) = SizeClass::from_index(class) {
+        // SAFETY: the caller's guarantee passes on.
+        unsafe { free_slow(class, p) }
+    }
+}
+
+/// A small allocation missed its CPU's stack (or the process or thread is
+/// not set up yet): bring the allocator up, then refill through the cache
+/// of the mode in force. Null when out of memory.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_slow(class: SizeClass) -> *mut u8 {
+    if !init::ensure() {
+        return core::ptr::null_mut();
+    }
+    let p = match rseq::mode() {
+        Mode::Fallback => fallback::alloc(class),
+        Mode::Uninit => return core::ptr::null_mut(),
+        _ => percpu::alloc_slow(class),
+    };
+    background::after_slow_path();
+    p
+}
+
+/// A small free found its CPU's stack full: flush through the cache of the
+/// mode in force.
+///
+/// # Safety
+/// `p` is an allocated object of `class` that the caller gives up.
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(class: SizeClass, p: *mut u8) {
+    if rseq::mode() == Mode::Fallback {
+        // SAFETY: the caller's guarantee passes on.
+        unsafe { fallback::free(class, p) }
+    } else {
+        // SAFETY: the caller's guarantee passes on.
+        unsafe { percpu::free_slow(class, p) }
+    }
+    background::after_slow_path();
+}
+
 /// Over-aligned small layouts and large ones.
 #[cold]
 #[inline(never)]
@@ -151,8 +216,7 @@ pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
     // A program's first allocation may be a mapping, which needs no arena:
     // the options it follows (the decay, the background thread) are read
     // at bring-up all the same. Without an arena, mappings still work.
-    init::ensure();
-    if medium::fits(size, align) {
+    if init::ensure() && medium::fits(size, align) {
         let p = medium::alloc(size, align, intent);
         if !p.is_null() {
             return p;
@@ -168,7 +232,13 @@ pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
 /// If `p` is a live medium or large block, the caller gives it up.
 pub(crate) unsafe fn free_big(p: *mut u8) -> bool {
     // SAFETY: the caller's guarantee passes on.
-    unsafe { medium::free(p) || large::free(p) }
+    if unsafe { medium::free(p) } {
+        background::on_heap_free();
+        return true;
+    }
+    // SAFETY: not medium, so the caller's guarantee makes it a large block
+    // or no block (which `large::free` leaves alone).
+    unsafe { large::free(p) }
 }
 
 /// Resizes a medium or large block without copying it by hand: a medium
@@ -209,7 +279,7 @@ pub(crate) unsafe fn resize_big(p: *mut u8, new_size: usize) -> Option<*mut u8> 
 /// }
 /// ```
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
-    match crate::pagemap::class_of(ptr) {
+    match crate::backend::pagemap::class_of(ptr) {
         Some(class) => class.size(),
         // SAFETY: the caller guarantees a live block; not small or medium,
         // so large.

@@ -5,7 +5,7 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::os;
+use crate::platform::os;
 
 /// Protects a `T` that the slow paths share. Holds are short (a batch copy,
 /// a span carve); `std::sync::Mutex` is avoided because it may allocate and

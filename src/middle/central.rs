@@ -8,9 +8,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pagemap::{self, Span};
-use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::SpinLock;
+use crate::backend::pagemap::{self, Span};
+use crate::platform::size_class::{SizeClass, NUM_CLASSES};
+use crate::platform::sync::SpinLock;
 
 /// A class's list of spans that have free objects (granule + 1; 0 = none).
 struct SpanList {

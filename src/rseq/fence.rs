@@ -1,7 +1,7 @@
 //! CPU fences for remote operations on a cache: after `fence(idx)` returns,
 //! no critical section that read cache `idx`'s headers before the call can
 //! still commit. A remote drain or shrink first stops the headers, then
-//! fences, then trusts what it reads (percpu.rs, `Region::resize_locked`).
+//! fences, then trusts what it reads (`cache::percpu`, `Region::resize_locked`).
 //!
 //! Preferred: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, which
 //! interrupts the target CPU if it runs a thread of ours, so that a section
@@ -20,8 +20,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use crate::os;
-use crate::percpu;
+use crate::platform::os;
 use crate::rseq::{self, CacheIndex, Mode};
 
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: i32 = 1 << 7;
@@ -77,7 +76,7 @@ pub fn fence(idx: usize) {
                 migrate_through(idx..idx + 1);
             }
         }
-        FenceKind::Migrate if all => migrate_through(0..percpu::possible_cpus()),
+        FenceKind::Migrate if all => migrate_through(0..os::possible_cpus().unwrap_or(libc::CPU_SETSIZE as usize)),
         FenceKind::Migrate => migrate_through(idx..idx + 1),
     }
     FENCES.fetch_add(1, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
 
-use crate::RseqAlloc;
+use crate::front::allocator::RseqAlloc;
 
 // SAFETY: each method passes its arguments to the same method of `System`,
 // whose contract is the one `GlobalAlloc` states.

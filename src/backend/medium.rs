@@ -14,11 +14,11 @@
 //! half free, so medium blocks do not force a fresh chunk per block; and at
 //! 1 MiB the page faults and zeroing of a new block cost more than the
 //! `mmap`/`munmap` pair they save, so larger blocks lose little by being
-//! mapped (`large.rs`, which also keeps a few freed mappings for reuse).
+//! mapped (`large`, which also keeps a few freed mappings for reuse).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pagemap::{self, RunAt, GRANULE};
+use crate::backend::pagemap::{self, RunAt, GRANULE};
 
 /// The largest medium block (and the largest alignment a medium run honours).
 pub const MAX_MEDIUM: usize = 1 << 20;
@@ -52,12 +52,10 @@ fn granules(size: usize) -> usize {
 
 /// Takes a run for `size` bytes at `align` (as `fits`) for `intent`; a
 /// zeroed block's first `size` bytes are written only where granules may be
-/// dirty. Null if the arena is exhausted or not up (the caller maps instead).
+/// dirty. The caller brought the allocator up. Null if the arena is exhausted
+/// (the caller maps instead).
 pub fn alloc(size: usize, align: usize, intent: Intent) -> *mut u8 {
     debug_assert!(fits(size, align));
-    if !crate::init::ensure() {
-        return core::ptr::null_mut();
-    }
     let n = granules(size);
     let room = if intent == Intent::Growing { MAX_MEDIUM / GRANULE } else { n };
     let Some((g, clean)) = pagemap::alloc_run(n, granules(align), room) else {
@@ -111,7 +109,6 @@ pub unsafe fn free(p: *mut u8) -> bool {
     match unsafe { pagemap::free_run(p) } {
         Some(n) => {
             IN_USE.fetch_sub((n * GRANULE) as u64, Ordering::Relaxed);
-            crate::background::on_heap_free();
             true
         }
         None => false,

@@ -5,6 +5,8 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::platform::decimal::parse_decimal;
+
 /// The hardware page size the allocator assumes ("OS page").
 pub const OS_PAGE: usize = 4096;
 
@@ -301,7 +303,7 @@ pub fn resident_bytes() -> u64 {
     let mut buf = [0u8; 128];
     let Some(n) = read_file(c"/proc/self/statm", &mut buf) else { return 0 };
     let mut fields = buf[..n].split(|&b| b == b' ');
-    let pages = fields.nth(1).and_then(crate::config::parse_decimal).unwrap_or(0);
+    let pages = fields.nth(1).and_then(parse_decimal).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
     pages as u64 * page
@@ -450,6 +452,34 @@ pub fn single_cpu_set(cpu: usize) -> Option<libc::cpu_set_t> {
     }
 }
 
+/// The number of possible CPU ids (highest id + 1), read without allocating:
+/// `/sys/devices/system/cpu/possible` ("0-3,8-11"), else the affinity mask;
+/// None if neither tells.
+pub fn possible_cpus() -> Option<usize> {
+    let mut buf = [0u8; 256];
+    if let Some(n) = read_file(c"/sys/devices/system/cpu/possible", &mut buf) {
+        if let Some(max) = highest_listed_cpu(&buf[..n]) {
+            return Some(max + 1);
+        }
+    }
+    affinity().and_then(|set| {
+        // SAFETY: CPU_ISSET reads one bit of the mask.
+        (0..libc::CPU_SETSIZE as usize).rev().find(|&c| unsafe { libc::CPU_ISSET(c, &set) }).map(|c| c + 1)
+    })
+}
+
+/// The highest CPU id in a kernel cpu list such as "0-3,8-11\n".
+fn highest_listed_cpu(text: &[u8]) -> Option<usize> {
+    let mut highest = None;
+    for part in text.split(|&b| b == b',') {
+        let part = part.strip_suffix(b"\n").unwrap_or(part);
+        let last = part.rsplit(|&b| b == b'-').next()?;
+        let value = parse_decimal(last)?;
+        highest = highest.max(Some(value));
+    }
+    highest
+}
+
 /// Starts a detached thread running `body` with every signal blocked (so the
 /// program's handlers never run on it) and names it `name`. glibc maps the
 /// stack itself and may allocate the thread's TLS through us, so the caller
@@ -490,7 +520,7 @@ pub fn thread_count() -> Option<usize> {
     let close = buf[..n].iter().rposition(|&b| b == b')')?;
     let mut fields = buf[close + 1..n].split(|&b| b == b' ').filter(|f| !f.is_empty());
     let zombie_main = fields.next()? == b"Z";
-    let threads = crate::config::parse_decimal(fields.nth(16)?)?;
+    let threads = parse_decimal(fields.nth(16)?)?;
     threads.checked_sub(zombie_main as usize)
 }
 
@@ -570,7 +600,7 @@ pub fn glibc_minor() -> u32 {
     // SAFETY: gnu_get_libc_version returns a NUL-terminated static string.
     let text = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_bytes();
     let minor = text.split(|&b| b == b'.').nth(1).unwrap_or(b"");
-    crate::config::parse_decimal(minor).unwrap_or(0) as u32
+    parse_decimal(minor).unwrap_or(0) as u32
 }
 
 /// Writes bytes to a stdio stream (`malloc_info`'s output). Stdio may
@@ -588,4 +618,19 @@ pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) {
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
     unsafe { libc::abort() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_the_kernel_writes_them() {
+        assert_eq!(highest_listed_cpu(b"0-1\n"), Some(1));
+        assert_eq!(highest_listed_cpu(b"0\n"), Some(0));
+        assert_eq!(highest_listed_cpu(b"0-3,8-11\n"), Some(11));
+        assert_eq!(highest_listed_cpu(b"2,5,7"), Some(7));
+        assert_eq!(highest_listed_cpu(b"garbage"), None);
+        assert_eq!(highest_listed_cpu(b""), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! Blocks too big (or too aligned) for a size class or a medium run: each
 //! is its own mapping, with a 32-byte header just before the block recording
 //! the mapping, so an unsized free finds it and `realloc` can `mremap` it.
-//! Every live block is in the registry (`registry.rs`), which is what makes
+//! Every live block is in the registry (`registry`), which is what makes
 //! a pointer a large block: the header is read only after the registry says so.
 //!
 //! ```text
@@ -48,9 +48,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::Config;
-use crate::os::{self, OS_PAGE};
-use crate::registry;
+use crate::backend::registry;
+use crate::platform::config::Config;
+use crate::platform::os::{self, OS_PAGE};
 
 /// Marks a real header (a debugging aid; the registry is the authority).
 const MAGIC: u64 = 0x7273_6571_4c41_5247; // "rseqLARG"
