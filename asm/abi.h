@@ -2,7 +2,7 @@
  * asm/abi.h: the constants that asm/percpu_x86_64.S shares with Rust.
  *
  * Every value here has a Rust twin. build.rs turns this file into
- * `$OUT_DIR/abi_h.rs`, and src/rseq/abi.rs and src/cache/percpu.rs assert at compile
+ * `$OUT_DIR/abi_h.rs`, and src/rseq/abi.rs and src/cache/region.rs assert at compile
  * time that each twin (an `offset_of!` or a `const`) equals the value here.
  * Change one side and the build fails until the other follows.
  */

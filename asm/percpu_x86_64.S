@@ -3,7 +3,7 @@
  * per-CPU caches, for x86-64 Linux.
  *
  * Each section pushes or pops object pointers on one size class's stack in
- * the current CPU's region (src/cache/percpu.rs draws the layout). The kernel runs
+ * the current CPU's region (src/cache/region.rs draws the layout). The kernel runs
  * it as if alone on its CPU: if the thread is preempted, migrated or
  * signalled between `start` and `commit`, the kernel moves it to `abort`
  * before it returns to user space (kernel/rseq.c, rseq_ip_fixup()).

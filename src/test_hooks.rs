@@ -6,7 +6,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::cache::percpu::{self, ClassHeader};
+use crate::cache::region::{self, ClassHeader, Region};
 use crate::platform::config::{Config, ModeRequest};
 use crate::platform::size_class::SizeClass;
 use crate::rseq::abi::Rseq;
@@ -74,7 +74,7 @@ impl Slab {
     /// Call once per process, before any other thread uses the sections, in
     /// a process that does not allocate through `RseqAlloc`.
     pub unsafe fn install(ncpu: usize, budget: usize, index: Index) -> Slab {
-        let slabs = percpu::map_slabs(ncpu, budget).expect("map test slab");
+        let slabs = region::map_slabs(ncpu, budget).expect("map test slab");
         let config = Config::load();
         let (mode, area_off) = match index {
             Index::Real => rseq::choose_mode(&config),
@@ -150,7 +150,7 @@ impl Slab {
     /// Lays out cache `cpu` and raises `class`'s capacity by up to `slots`;
     /// returns the slots added.
     pub fn grow(&self, cpu: usize, class: usize, slots: usize) -> usize {
-        let region = percpu::region(cpu).expect("cpu");
+        let region = region::region(cpu).expect("cpu");
         self.grow_fenced(cpu, class, slots, || region.fence())
     }
 
@@ -158,7 +158,7 @@ impl Slab {
     /// out needs (a test's simulation).
     pub fn grow_fenced(&self, cpu: usize, class: usize, slots: usize, fence: impl FnOnce()) -> usize {
         let class = SizeClass::from_index(class).expect("class");
-        let region = percpu::region(cpu).expect("cpu");
+        let region = region::region(cpu).expect("cpu");
         let _guard = region.meta().lock.lock();
         region.init_locked(fence);
         region.grow_locked(class, slots)
@@ -169,7 +169,7 @@ impl Slab {
     /// the workers joined).
     pub fn drain(&self, cpu: usize, class: usize) -> Vec<*mut u8> {
         let class = SizeClass::from_index(class).expect("class");
-        let region = percpu::region(cpu).expect("cpu");
+        let region = region::region(cpu).expect("cpu");
         let _guard = region.meta().lock.lock();
         core::iter::from_fn(|| region.pop_locked(class)).collect()
     }
@@ -181,7 +181,7 @@ impl Slab {
     /// for the real fence (`Slab::fence`) or a test's simulation of one.
     pub fn shrink_remote(&self, cpu: usize, class: usize, capacity: usize, fence: impl FnMut()) -> Vec<*mut u8> {
         let class = SizeClass::from_index(class).expect("class");
-        let region = percpu::region(cpu).expect("cpu");
+        let region = region::region(cpu).expect("cpu");
         let _guard = region.meta().lock.lock();
         let mut spilled = Vec::new();
         region.resize_locked(
@@ -201,12 +201,12 @@ impl Slab {
     /// loads and stores in Rust: `class`'s header is the u64 at
     /// `HEADERS_OFF + 8 * class`, slot `i` the pointer at `8 * i`.
     pub fn region_base(&self, cpu: usize) -> usize {
-        percpu::region(cpu).expect("cpu").meta() as *const _ as usize
+        region::region(cpu).expect("cpu").meta() as *const _ as usize
     }
 
     /// `class`'s header in cache `cpu`.
     pub fn header(&self, cpu: usize, class: usize) -> ClassHeader {
-        percpu::region(cpu).expect("cpu").header(SizeClass::from_index(class).expect("class"))
+        region::region(cpu).expect("cpu").header(SizeClass::from_index(class).expect("class"))
     }
 
     /// Simulates an aborted push or batch push: writes `junk` into every
@@ -215,15 +215,15 @@ impl Slab {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn scribble_above_top(&self, cpu: usize, class: usize, junk: *mut u8) {
         let h = self.header(cpu, class);
-        let region = percpu::region(cpu).expect("cpu");
+        let region = region::region(cpu).expect("cpu");
         for slot in h.current..h.end {
             // SAFETY: [current, end) are slots of this class's partition.
             unsafe { *((region.meta() as *const _ as usize + 8 * slot as usize) as *mut *mut u8) = junk };
         }
     }
 
-    fn locked<R>(&self, f: impl FnOnce(percpu::Region) -> R) -> Option<R> {
-        let region = crate::platform::os::current_cpu().and_then(percpu::region)?;
+    fn locked<R>(&self, f: impl FnOnce(Region) -> R) -> Option<R> {
+        let region = crate::platform::os::current_cpu().and_then(region::region)?;
         let _guard = region.meta().lock.try_lock()?;
         region.init_locked(|| region.fence());
         Some(f(region))

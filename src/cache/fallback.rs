@@ -4,14 +4,14 @@
 //! A thread that finds its CPU's lock taken (it was preempted or migrated
 //! onto a busy CPU) goes straight to the middle end rather than wait.
 
-use crate::cache::percpu::{self, Region};
+use crate::cache::region::{self, Region};
 use crate::middle::transfer;
 use crate::platform::os;
 use crate::platform::size_class::{SizeClass, MAX_BATCH};
 
 /// Allocates an object of `class` in fallback mode.
 pub fn alloc(class: SizeClass) -> *mut u8 {
-    if let Some(region) = os::current_cpu().and_then(percpu::region) {
+    if let Some(region) = os::current_cpu().and_then(region::region) {
         let meta = region.meta();
         if let Some(_guard) = meta.lock.try_lock() {
             region.init_locked(|| region.fence());
@@ -48,7 +48,7 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
 /// # Safety
 /// `p` is an allocated object of `class` that the caller gives up.
 pub unsafe fn free(class: SizeClass, p: *mut u8) {
-    if let Some(region) = os::current_cpu().and_then(percpu::region) {
+    if let Some(region) = os::current_cpu().and_then(region::region) {
         let meta = region.meta();
         if let Some(_guard) = meta.lock.try_lock() {
             region.init_locked(|| region.fence());

@@ -39,7 +39,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::backend::{large, pagemap};
-use crate::cache::percpu::{self, MAX_CPUS};
+use crate::cache::percpu;
+use crate::cache::region::{self, MAX_CPUS};
 use crate::middle::transfer;
 use crate::platform::config::Config;
 use crate::platform::os;
@@ -161,7 +162,7 @@ fn tick_ns() -> u64 {
 /// mappings still to give back.
 fn tick(now: u64) -> bool {
     let decay = pagemap::decay_ns();
-    let caches = (0..percpu::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
+    let caches = (0..region::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
     transfer::plunder();
     if pagemap::decay_step(now, usize::MAX) {
         large::release_cached(decay);
@@ -176,7 +177,7 @@ fn tick(now: u64) -> bool {
 /// from the classes that did not miss since the last tick. Returns whether
 /// the cache needs later rounds (in use, or waiting for its drain).
 fn tend_cache(idx: usize, now: u64, decay: u64) -> bool {
-    let Some(region) = percpu::region(idx) else { return false };
+    let Some(region) = region::region(idx) else { return false };
     let meta = region.meta();
     if !meta.initialized.load(Ordering::Acquire) {
         return false;

@@ -19,7 +19,7 @@
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::backend::{pagemap, registry};
-use crate::cache::percpu::{self, MAX_CPUS};
+use crate::cache::region::{self, MAX_CPUS};
 use crate::front::{background, stats};
 use crate::middle::{central, transfer};
 use crate::platform::config::{self, Config};
@@ -87,7 +87,7 @@ fn bring_up() -> bool {
     if !pagemap::init() {
         return false;
     }
-    let Some(slabs) = percpu::map_slabs(ncpu, config.cpu_cache_bytes) else {
+    let Some(slabs) = region::map_slabs(ncpu, config.cpu_cache_bytes) else {
         return false;
     };
     let (mode, area_off) = rseq::choose_mode(&config);
@@ -156,7 +156,7 @@ extern "C" fn fork_prepare() {
     while STATE.load(Ordering::Acquire) == RUNNING && !initialising_here() {
         os::yield_now();
     }
-    percpu::lock_all();
+    region::lock_all();
     transfer::lock_all();
     central::lock_all();
     pagemap::lock_all();
@@ -173,7 +173,7 @@ extern "C" fn fork_release() {
         pagemap::unlock_all();
         central::unlock_all();
         transfer::unlock_all();
-        percpu::unlock_all();
+        region::unlock_all();
     }
 }
 

@@ -22,7 +22,8 @@ use crate::platform::size_class::{SizeClass, NUM_CLASSES};
 #[cfg(rseqalloc_percpu)]
 use crate::{
     backend::{large, medium, pagemap},
-    cache::percpu::{self, Region},
+    cache::percpu,
+    cache::region::{self, Region},
     front::background,
     middle::{central, transfer},
     platform::os,
@@ -345,7 +346,7 @@ fn mode_name(mode: Mode) -> &'static str {
 pub fn snapshot() -> Stats {
     let mut s = Stats::empty(rseq::mode());
     s.cache_index = rseq::cache_index();
-    s.caches = percpu::ncpu();
+    s.caches = region::ncpu();
     s.medium_bytes = medium::in_use_bytes();
     s.large_cached_bytes = large::cached_bytes();
     s.bytes_released = pagemap::released_bytes();
@@ -362,7 +363,7 @@ pub fn snapshot() -> Stats {
         *counter = unsafe { cs::rseqalloc_restarts[i].load(Ordering::Relaxed) };
     }
     for idx in 0..s.caches {
-        let Some(region) = percpu::region(idx) else { break };
+        let Some(region) = region::region(idx) else { break };
         if !region.meta().initialized.load(Ordering::Acquire) {
             continue;
         }
