@@ -17,6 +17,13 @@
 //! }
 //! ```
 //!
+//! ## Design
+//! `docs/design.md` (in the repository and the published crate) is the
+//! design the code relies on: the layers below, the size classes, the
+//! region layout and header encoding, the critical sections and their
+//! restart, the modes, the remote stop–fence–spill protocol, the middle and
+//! back ends, the background thread, fork, exit and `dlclose`, and the C API.
+//!
 //! ## Layers (each folder uses only those below it; `tests/layers.rs` checks)
 //!
 //! ```text
@@ -77,7 +84,6 @@
 //! store), or the fallback where rseq is unavailable or
 //! `RSEQALLOC_MODE=fallback` (valgrind, rr, gdb single-stepping). See the
 //! README for every `RSEQALLOC_*` variable.
-
 //!
 //! ## Targets
 //! The per-CPU path needs x86-64 Linux with glibc (build.rs sets

@@ -103,7 +103,7 @@ impl Slab {
     /// Pushes on the current cache's stack of `class`. False when full or
     /// the thread has no usable index. `p` is an opaque token: sections store
     /// it and never dereference it.
-    #[allow(clippy::not_unsafe_ptr_arg_deref)]
+    #[allow(clippy::not_unsafe_ptr_arg_deref)] // the pointers are tokens: only stored, never read through
     pub fn push(&self, class: usize, p: *mut u8) -> bool {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
@@ -137,7 +137,7 @@ impl Slab {
     }
 
     /// Pushes a prefix of `items` with one commit; returns its length.
-    #[allow(clippy::not_unsafe_ptr_arg_deref)]
+    #[allow(clippy::not_unsafe_ptr_arg_deref)] // the pointers are tokens: only stored, never read through
     pub fn push_batch(&self, class: usize, items: &[*mut u8]) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
@@ -212,7 +212,7 @@ impl Slab {
     /// Simulates an aborted push or batch push: writes `junk` into every
     /// slot of `class` at or above `current`, which a section may have
     /// written before losing its commit.
-    #[allow(clippy::not_unsafe_ptr_arg_deref)]
+    #[allow(clippy::not_unsafe_ptr_arg_deref)] // the pointers are tokens: only stored, never read through
     pub fn scribble_above_top(&self, cpu: usize, class: usize, junk: *mut u8) {
         let h = self.header(cpu, class);
         let region = region::region(cpu).expect("cpu");

@@ -337,7 +337,7 @@ fn unmap(base: *mut u8, len: usize) {
 
 /// Whether `block` is a live large block (the registry's word, so any
 /// pointer may be asked).
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub fn is_live(block: *const u8) -> bool {
     registry::contains(block)
 }

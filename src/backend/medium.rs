@@ -127,7 +127,7 @@ pub fn usable_size(p: *const u8) -> Option<usize> {
 
 /// Whether `p` points inside a medium run but not at its start (a
 /// diagnostic's reason).
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub fn is_interior(p: *const u8) -> bool {
     pagemap::run_at(p) == RunAt::Inside
 }

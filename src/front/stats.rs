@@ -80,7 +80,7 @@ pub struct CpuStats {
 }
 
 impl CpuStats {
-    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    #[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
     fn fields(&self) -> [(&'static str, u64); 7] {
         [
             ("index", self.index as u64),
@@ -117,7 +117,7 @@ pub struct ClassStats {
 }
 
 impl ClassStats {
-    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    #[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
     fn fields(&self) -> [(&'static str, u64); 3] {
         [("size", self.size), ("cpu_cached", self.cpu_cached), ("transfer_cached", self.transfer_cached)]
     }
@@ -273,7 +273,7 @@ impl Stats {
 
     /// Every field as the JSON report and `serde` name it, in one list so
     /// the two cannot disagree.
-    #[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+    #[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
     fn fields(&self) -> [(&'static str, Field<'_>); 34] {
         use Field::*;
         let t = &self.totals;
@@ -317,7 +317,7 @@ impl Stats {
 }
 
 /// One value of the JSON report (and of `serde`'s view of [`Stats`]).
-#[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+#[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
 enum Field<'a> {
     Num(u64),
     Flag(bool),
@@ -329,7 +329,7 @@ enum Field<'a> {
     Options(&'a Config),
 }
 
-#[cfg_attr(not(any(rseqalloc_percpu, feature = "serde")), allow(dead_code))]
+#[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
 fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Uninit => "Uninit",

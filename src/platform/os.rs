@@ -1,6 +1,10 @@
-//! The only caller of libc system calls: memory mappings, CPU queries, rseq
-//! registration and diagnostics, each wrapped so that the rest of the crate
-//! never touches errno, never allocates and never unwinds.
+//! The system calls the allocator makes: memory mappings, CPU queries,
+//! rseq registration, threads, time and diagnostics, each wrapped so that
+//! the rest of the crate never touches errno, never allocates and never
+//! unwinds. Elsewhere the crate names libc only for its types and constants
+//! and for the process hooks that the front's bring-up registers
+//! (`pthread_atfork`, `atexit`); the load-time resolvers (`rseq::resolve`)
+//! make raw system calls, because they run before libc is relocated.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -21,7 +25,7 @@ pub fn map(len: usize) -> *mut u8 {
 /// Maps `len` bytes of read-write memory that is never committed as a
 /// whole (a bitmap touched only where the heap is): `MAP_NORESERVE` keeps
 /// the untouched rest out of the overcommit heuristic's count.
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub fn map_sparse(len: usize) -> *mut u8 {
     map_with(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_NORESERVE)
 }
@@ -582,7 +586,7 @@ pub fn pin_own_object(ours: *const libc::c_void) {
 
 /// 64 random bits from the kernel's `AT_RANDOM` bytes (16 bytes it puts on
 /// every new process's stack), read without a system call or allocation.
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub fn random_u64() -> u64 {
     let p = auxval(libc::AT_RANDOM) as *const u64;
     if p.is_null() {
@@ -595,7 +599,7 @@ pub fn random_u64() -> u64 {
 
 /// The running glibc's minor version (36 for 2.36), from
 /// `gnu_get_libc_version`, which returns a static string.
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub fn glibc_minor() -> u32 {
     // SAFETY: gnu_get_libc_version returns a NUL-terminated static string.
     let text = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_bytes();
@@ -608,7 +612,7 @@ pub fn glibc_minor() -> u32 {
 ///
 /// # Safety
 /// `stream` is an open `FILE`.
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(feature = "capi")]
 pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) {
     // SAFETY: the caller guarantees the stream; `bytes` is readable.
     unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };

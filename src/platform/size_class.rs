@@ -39,8 +39,8 @@ const SIZES: [u32; NUM_CLASSES] = [
 /// run's marker) keep the all-zero entry, which no address passes (an
 /// offset times 0 is never below 0), so C `free` needs no range check of
 /// the byte before it looks.
+#[cfg(any(test, feature = "capi"))]
 #[derive(Clone, Copy)]
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
 struct ObjectStarts {
     /// ⌈2⁶⁴ / size⌉: `offset` < 2³² is a multiple of `size` exactly when
     /// `offset * M mod 2⁶⁴ < M` (Lemire, Kaser & Kurz, "Faster remainder by
@@ -53,7 +53,7 @@ struct ObjectStarts {
     last: u32,
 }
 
-#[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+#[cfg(any(test, feature = "capi"))]
 const OBJECT_STARTS: [ObjectStarts; 256] = {
     let mut e = [ObjectStarts { divisor: 0, span_mask: 0, last: 0 }; 256];
     let mut c = 1;
@@ -66,11 +66,11 @@ const OBJECT_STARTS: [ObjectStarts; 256] = {
     e
 };
 
+#[cfg(any(test, feature = "capi"))]
 impl ObjectStarts {
     /// Whether an object of this entry's class starts at `p`, an address in
     /// one of its spans.
     #[inline(always)]
-    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
     fn holds(&self, p: usize) -> bool {
         let offset = (p & self.span_mask as usize) as u64;
         offset.wrapping_mul(self.divisor) < self.divisor && offset <= self.last as u64
@@ -92,7 +92,7 @@ pub struct SizeClass(u8);
 /// The asm entry points read it too, by this name (declared hidden there,
 /// so a shared library keeps it private).
 #[no_mangle]
-#[allow(non_upper_case_globals)]
+#[allow(non_upper_case_globals)] // the asm's name for it
 static rseqalloc_class_of: [u8; MAX_SMALL + 1] = build_lookup();
 
 const fn build_lookup() -> [u8; MAX_SMALL + 1] {
@@ -187,7 +187,7 @@ impl SizeClass {
     /// object starts (so it may be freed). Spans are aligned to their size
     /// in the arena, so the offset is a mask: no lookup of the span.
     #[inline(always)]
-    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+    #[cfg(any(test, feature = "capi"))]
     pub fn is_object_start(self, p: usize) -> bool {
         OBJECT_STARTS[self.index()].holds(p)
     }
@@ -197,7 +197,7 @@ impl SizeClass {
     /// or `p` is not where one of its objects starts. One table entry and no
     /// range check of the byte (`ObjectStarts`).
     #[inline(always)]
-    #[cfg_attr(not(feature = "capi"), allow(dead_code))] // the C API's
+    #[cfg(any(test, feature = "capi"))]
     pub fn object_at(map_byte: u8, p: usize) -> Option<SizeClass> {
         OBJECT_STARTS[map_byte as usize].holds(p).then_some(SizeClass(map_byte))
     }

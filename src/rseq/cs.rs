@@ -94,16 +94,18 @@ extern "C" {
     pub fn rseqalloc_free_class(object: *mut u8, class: usize);
 
     /// Pops the top object of `class`'s stack in the current CPU's region.
-    /// Returns null if the stack is empty or locked, or if the thread has no
+    /// Returns null if the stack is empty or stopped, or if the thread has no
     /// usable index (unregistered, or `ctl` not yet published).
     ///
     /// # Safety
-    /// `class < NUM_CLASSES`, and `ctl`, when published, describes live,
-    /// initialised-or-zero regions (`percpu::Slabs` # Invariants).
+    /// `class < NUM_CLASSES`, and `ctl`, when published, describes regions
+    /// that stay mapped for the life of the process and whose every header
+    /// is all zero, laid out or stopped (docs/design.md, "The per-CPU
+    /// region"; the cache layer keeps it).
     pub fn rseqalloc_cs_pop(class: usize) -> *mut u8;
 
     /// Pushes `object` on `class`'s stack in the current CPU's region.
-    /// Returns false if the stack is full or locked, or the thread has no
+    /// Returns false if the stack is full or stopped, or the thread has no
     /// usable index.
     ///
     /// # Safety

@@ -1,5 +1,5 @@
-//! Region mode (issue 5): adds our critical sections to the patched
-//! kernel's restart regions, once, and only ours.
+//! Region mode: adds our critical sections to the patched kernel's restart
+//! regions (`kernel-patch/`), once, and only ours.
 //!
 //! Whether the region copies run was decided while the loader relocated the
 //! program (`super::resolve`). Init asks that decision again and, if the
