@@ -128,11 +128,13 @@ make -s uninstall PREFIX="$prefix" >>"$work/make.log" 2>&1
 [ $? -eq 0 ] && [ -z "$(find "$prefix" -type f)" ]
 check "make uninstall removes what install put there" $?
 
-# What cargo publish would ship: the library's own files only.
+# What cargo publish would ship: the library's own files only, with the
+# design notes its sources point to.
 cargo package -p rseqalloc --list --allow-dirty >"$work/package" 2>/dev/null
 s=$?
 [ $s -eq 0 ] && grep -qx 'src/lib.rs' "$work/package" && grep -qx 'asm/percpu_x86_64.S' "$work/package" &&
     grep -qx 'LICENSE-MIT' "$work/package" && grep -qx 'LICENSE-APACHE' "$work/package" &&
+    grep -qx 'docs/design.md' "$work/package" &&
     ! grep -qE '^(tests|benches|kernel-patch|preload|examples)/' "$work/package"
 check "cargo package ships the library's own files only ($(wc -l <"$work/package") files)" $?
 
