@@ -1,6 +1,7 @@
 //! Blocks too big (or too aligned) for a size class or a medium run: each
-//! is its own mapping, with a 32-byte header just before the block recording
-//! the mapping, so an unsized free finds it and `realloc` can `mremap` it.
+//! has memory mapped for it alone, with a 32-byte header just before the
+//! block recording that memory, so an unsized free finds it and `realloc`
+//! can `mremap` it (when the kernel keeps it as one mapping).
 //! Every live block is in the registry (`registry`), which is what makes
 //! a pointer a large block: the header is read only after the registry says so.
 //!
@@ -17,13 +18,14 @@
 //! mimalloc and jemalloc retain freed memory the same way). A request takes
 //! the smallest cached piece that fits and splits off what it does not need;
 //! a freed piece merges with cached neighbours, so a stream of varied sizes
-//! reuses one stretch of memory as a heap's top would; with no piece big
-//! enough, the biggest grows, so that only the difference is new memory to
-//! fault in: a fresh mapping in the free address space right after or right
-//! before it (which works whatever kernel mappings the piece was merged
-//! from), else `mremap`, which moves the pages of a piece that is one kernel
-//! mapping. A zeroed block from the cache is cleared with stores: its pages
-//! are resident, and the program is about to write them.
+//! reuses one stretch of memory as a heap's top would. With no piece big
+//! enough, the biggest grows into a fresh mapping in the free address space
+//! right after or right before it (else it moves into a fresh mapping of the
+//! whole size), and the pages of other cached pieces move into the new part
+//! with `mremap`, no copy and no fault (`gather`): so freed pieces that are
+//! not neighbours still serve one request, and only what the cache lacks is
+//! new memory to fault in. A zeroed block from the cache is cleared with
+//! stores: its pages are resident, and the program is about to write them.
 //!
 //! The cache is bounded: at most `CACHE_SLOTS` pieces and `cache_cap()`
 //! bytes, the largest of 8 MiB; four times the largest mapping freed so
@@ -35,8 +37,8 @@
 //! and replaces them: its mapped memory stays within 12.5% of its peak, as
 //! a heap's would, instead of faulting in again whatever a fixed bound
 //! unmapped (20 blocks of 5–25 MiB held, mimalloc-bench's malloc-large:
-//! 254 k page faults against 546 k with the 64 MiB bound and gperftools'
-//! 126 k, `WL_SHAPE=big-held benches/workloads/bin/big_blocks 1 0.5`). The
+//! 114 k page faults, 254 k without `gather`, 714 k with the 64 MiB bound,
+//! against gperftools' 126 k: `WL_SHAPE=big-held benches/workloads/bin/big_blocks 1 0.5`). The
 //! peak is forgotten whenever the decay unmaps idle pieces, and the bound
 //! falls with what is live, so a program that frees everything keeps at
 //! most the stream's 64 MiB. Of a piece longer than the bound only the
@@ -46,7 +48,7 @@
 //! atomics, not a lock: a piece is taken by swapping its slot to zero, so
 //! nothing here needs the fork handlers.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::backend::registry;
 use crate::platform::config::Config;
@@ -94,6 +96,12 @@ static CACHED: AtomicU64 = AtomicU64::new(0);
 static HIGH_WATER: AtomicU64 = AtomicU64::new(0);
 /// The longest mapping freed so far (the cache's bound follows it).
 static LARGEST_FREED: AtomicU64 = AtomicU64::new(0);
+/// `gather` moves pages only while the process has fewer mappings than this.
+const GATHER_MAPPINGS_MAX: usize = 4096;
+/// `gather` recounts the mappings at every this many calls.
+const GATHER_CHECK_EVERY: u64 = 32;
+static GATHER_CALLS: AtomicU64 = AtomicU64::new(0);
+static GATHER_ALLOWED: AtomicBool = AtomicBool::new(false);
 /// `RSEQALLOC_DECAY_MS` in nanoseconds (0: no decay).
 static DECAY_NS: AtomicU64 = AtomicU64::new(0);
 
@@ -126,7 +134,13 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             (base, len)
         }
         None => {
-            let base = if align <= OS_PAGE { os::map(need) } else { os::map_skewed(need, align, offset, false) };
+            let map = || if align <= OS_PAGE { os::map(need) } else { os::map_skewed(need, align, offset, false) };
+            let mut base = map();
+            // Under `ulimit -v` or strict overcommit, cached memory must not
+            // be why a request fails: give it back and try once more.
+            if base.is_null() && release_cached(0) != 0 {
+                base = map();
+            }
             if base.is_null() {
                 return core::ptr::null_mut();
             }
@@ -253,7 +267,8 @@ fn cache_put(base: *mut u8, len: usize) {
 
 /// Takes cached memory for a mapping of `need` bytes: the smallest piece
 /// that holds it, its excess split off and cached again; else the biggest
-/// piece grown by `mremap`. None when the cache is empty or growing fails.
+/// piece grown, with other pieces' pages moved in. None when the cache is
+/// empty or no mapping can be made.
 fn cache_take(need: usize) -> Option<Piece> {
     while CACHED.load(Ordering::Relaxed) != 0 {
         let pieces = (0..CACHE_SLOTS).map(|i| (i, CACHE[i].load(Ordering::Relaxed))).filter(|&(_, w)| w != 0);
@@ -271,32 +286,99 @@ fn cache_take(need: usize) -> Option<Piece> {
             cache_put(base.wrapping_add(need), len - need);
             return Some(Piece { base, len: need, dirty: 0..need });
         }
-        // Only the difference is new memory, to fault in: mapped into the
-        // free address space just after the piece or just before it, which
-        // works whatever kernel mappings the piece was merged from; else
-        // the piece moves with its pages (`mremap`), which works only when
-        // it is one kernel mapping (a piece merged from two mappings the
-        // kernel keeps apart, as it keeps a moved one from its neighbours).
+        // The piece grows into the free address space just after it or just
+        // before it, which works whatever kernel mappings it was merged
+        // from; other pieces' pages move into the new part (`gather`), so
+        // that what is new memory, to fault in, is at most the difference.
         let more = need - len;
         let piece = if !os::map_at(start + len, more).is_null() {
-            Some(Piece { base, len: need, dirty: 0..len })
+            MAPPED.fetch_add(more as u64, Ordering::Relaxed);
+            Piece { base, len: need, dirty: 0..len + gather(start + len, more, true) }
         } else if start > more && !os::map_at(start - more, more).is_null() {
-            Some(Piece { base: (start - more) as *mut u8, len: need, dirty: more..need })
+            MAPPED.fetch_add(more as u64, Ordering::Relaxed);
+            let moved = gather(start - more, more, false);
+            Piece { base: (start - more) as *mut u8, len: need, dirty: more - moved..need }
         } else {
-            // SAFETY: the piece left the cache for us alone and is one
-            // stretch of our mappings; on failure it is left as it was.
-            let grown = unsafe { os::remap(base, len, need) };
-            (!grown.is_null()).then_some(Piece { base: grown, len: need, dirty: 0..len })
-        };
-        if piece.is_none() {
-            // Keep the piece; the caller maps afresh.
+            // No room next to it: a fresh mapping, into which this piece
+            // and others move with their pages (as `mremap` would move this
+            // one alone, and only if it is one kernel mapping: a piece
+            // merged from two the kernel keeps apart stays in the cache).
             cache_put(base, len);
-            return None;
-        }
-        MAPPED.fetch_add(more as u64, Ordering::Relaxed);
-        return piece;
+            let fresh = os::map(need);
+            if fresh.is_null() {
+                return None;
+            }
+            MAPPED.fetch_add(need as u64, Ordering::Relaxed);
+            Piece { base: fresh, len: need, dirty: 0..gather(fresh as usize, need, true) }
+        };
+        return Some(piece);
     }
     None
+}
+
+/// Moves the pages of other cached pieces into `[at, at + room)`, the fresh
+/// part of a piece being grown, packed against the old part (from the low
+/// end when `upward`, else from the high end), so that the block reuses
+/// resident memory where it would fault in every page of `room`: freed
+/// pieces that are not neighbours in the address space still serve one
+/// request, as a heap's coalesced free space would. The biggest pieces go
+/// first; of one longer than the room left, the room's worth moves and the
+/// rest stays cached. Returns the bytes moved (they hold old data).
+fn gather(at: usize, room: usize, upward: bool) -> usize {
+    if !gathering_allowed() {
+        return 0;
+    }
+    let (mut moved, mut tried) = (0, 0u64);
+    while room - moved >= SPLIT_MIN {
+        let left = room - moved;
+        let biggest = (0..CACHE_SLOTS)
+            .filter(|&i| tried & 1 << i == 0)
+            .map(|i| (i, CACHE[i].load(Ordering::Relaxed)))
+            .filter(|&(_, w)| w != 0 && unpack(w).1 >= SPLIT_MIN)
+            .max_by_key(|&(_, w)| unpack(w).1);
+        let Some((i, word)) = biggest else { break };
+        tried |= 1 << i;
+        if !take_slot(i, word) {
+            continue;
+        }
+        let (start, len) = unpack(word);
+        let take = len.min(left);
+        let (from, rest) = (start + len - take, len - take);
+        let dst = if upward { at + moved } else { at + left - take };
+        // SAFETY: the piece left the cache for us alone, and `dst` lies in
+        // the fresh part of the caller's piece, which nothing refers to.
+        if unsafe { os::move_pages(from as *mut u8, take, dst as *mut u8) } {
+            MAPPED.fetch_sub(take as u64, Ordering::Relaxed);
+            moved += take;
+            match rest {
+                0 => {}
+                // Too short to be worth a slot.
+                1..SPLIT_MIN => unmap(start as *mut u8, rest),
+                _ => cache_put(start as *mut u8, rest),
+            }
+        } else {
+            // Made of two kernel mappings: leave it for the cache.
+            cache_put(start as *mut u8, len);
+        }
+    }
+    moved
+}
+
+/// Whether `gather` may move pages now. A piece moved next to another stays
+/// a kernel mapping of its own (the kernel merges neighbours only when they
+/// share their origin), and a piece cut from a longer one splits it, so the
+/// process's mapping count grows with the moves until the pieces are
+/// unmapped; past `GATHER_MAPPINGS_MAX` (a sixteenth of the kernel's
+/// default `vm.max_map_count`, 65530) pieces are grown without moves until
+/// unmaps bring it down. The count (a read of `/proc/self/maps`, about as
+/// long as faulting in a few pages) is taken at every `GATHER_CHECK_EVERY`th
+/// call; where /proc cannot be read, nothing moves.
+fn gathering_allowed() -> bool {
+    if GATHER_CALLS.fetch_add(1, Ordering::Relaxed) % GATHER_CHECK_EVERY == 0 {
+        let allowed = os::mapping_count().is_some_and(|n| n < GATHER_MAPPINGS_MAX);
+        GATHER_ALLOWED.store(allowed, Ordering::Relaxed);
+    }
+    GATHER_ALLOWED.load(Ordering::Relaxed)
 }
 
 /// Unmaps the piece in slot `i` if the slot still holds `word`; returns its

@@ -196,6 +196,23 @@ pub unsafe fn remap(p: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
     }
 }
 
+/// Moves the pages of `[from, from + len)` to `dst`, replacing what was
+/// mapped there, with no copy and no fault (their page tables move);
+/// `[from, from + len)` is unmapped then. False, leaving both ranges as
+/// they were, when the kernel refuses (the range spans two kernel mappings).
+///
+/// # Safety
+/// The caller owns both ranges (OS-page aligned, not overlapping), and
+/// nothing refers to what `[dst, dst + len)` held.
+pub unsafe fn move_pages(from: *mut u8, len: usize, dst: *mut u8) -> bool {
+    let saved = errno();
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    // SAFETY: the caller owns both ranges; MREMAP_FIXED replaces only dst's.
+    let q = unsafe { libc::mremap(from.cast(), len, len, flags, dst.cast::<libc::c_void>()) };
+    set_errno(saved);
+    q == dst.cast()
+}
+
 /// Returns the physical CPU the thread runs on (possibly stale at once), or
 /// None where the kernel will not say.
 pub fn current_cpu() -> Option<usize> {
@@ -509,6 +526,36 @@ pub fn spawn_detached(name: &core::ffi::CStr, body: extern "C" fn(*mut libc::c_v
         set_errno(saved);
         ok
     })
+}
+
+/// How many mappings (kernel VMAs) the process has: the lines of
+/// `/proc/self/maps`, read in pieces on the stack. None where /proc cannot
+/// be read (a sandbox).
+pub fn mapping_count() -> Option<usize> {
+    let saved = errno();
+    // SAFETY: the path is NUL-terminated; the fd is ours until closed.
+    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        set_errno(saved);
+        return None;
+    }
+    let (mut buf, mut lines) = ([0u8; 4096], Some(0));
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => lines = lines.map(|l| l + buf[..n].iter().filter(|&&b| b == b'\n').count()),
+            Err(_) => {
+                lines = None;
+                break;
+            }
+        }
+    }
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(fd) };
+    set_errno(saved);
+    lines
 }
 
 /// The live threads of this process, or None where /proc is not mounted.
