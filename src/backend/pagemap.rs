@@ -326,11 +326,14 @@ pub unsafe fn span(g: usize) -> &'static mut Span {
 }
 
 /// Takes a span for `class` from the page heap, committing a new chunk if
-/// needed, and records its class. Returns its first granule, or None when the
-/// arena is exhausted or the kernel refuses memory.
-pub fn alloc_span(class: SizeClass) -> Option<usize> {
+/// needed and `grow` allows, and records its class. Returns its first
+/// granule, or None when no free granules fit and `grow` is false, the arena
+/// is exhausted, or the kernel refuses memory.
+pub fn alloc_span(class: SizeClass, grow: bool) -> Option<usize> {
     let n = class.span_granules();
-    let (g, _) = HEAP.lock().take_or_grow(n, n, n)?;
+    let mut heap = HEAP.lock();
+    let (g, _) = if grow { heap.take_or_grow(n, n, n) } else { heap.find(n, n, n) }?;
+    drop(heap);
     set_class(g, n, class.index() as u8);
     Some(g)
 }

@@ -14,7 +14,7 @@
 //! blocks cost an `mmap` each, so one lock round trip is noise beside it.
 
 use crate::platform::os;
-use crate::platform::sync::SpinLock;
+use crate::platform::sync::{CacheLine, SpinLock};
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -31,8 +31,10 @@ struct Table {
 // SAFETY: the table memory is owned by the shard; its lock serialises use.
 unsafe impl Send for Table {}
 
-static TABLES: [SpinLock<Table>; SHARDS] =
-    [const { SpinLock::new(Table { slots: core::ptr::null_mut(), mask: 0, len: 0 }) }; SHARDS];
+/// A shard per cache line: threads freeing large blocks at once take
+/// different shards' locks without taking each other's line.
+static TABLES: [CacheLine<SpinLock<Table>>; SHARDS] =
+    [const { CacheLine(SpinLock::new(Table { slots: core::ptr::null_mut(), mask: 0, len: 0 })) }; SHARDS];
 
 fn hash(block: usize) -> usize {
     block.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -90,7 +92,7 @@ pub fn contains(block: *const u8) -> bool {
 
 /// Takes every shard lock (fork prepare).
 pub fn lock_all() {
-    TABLES.iter().for_each(SpinLock::acquire);
+    TABLES.iter().for_each(|t| t.acquire());
 }
 
 /// Drops the locks `lock_all` took.

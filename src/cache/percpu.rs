@@ -125,7 +125,7 @@ fn resize(
 /// the OS: the idle drain and `release()`. Returns whether it held capacity.
 pub fn drain(idx: usize) -> bool {
     // A drained cache's objects are cold: straight back to their spans, so
-    // that emptied spans reach the page heap, and the decay, at once.
+    // that emptied spans reach the page heap at the next decay step.
     let spill = |class, objects: &[*mut u8]| {
         // SAFETY: as in `shrink`.
         unsafe { central::free_batch(class, objects) }

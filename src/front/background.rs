@@ -1,6 +1,7 @@
 //! Memory follows the load without anyone calling anything: a background
 //! thread, started lazily in a process that started threads of its own,
-//! the first time 4 MiB of freed arena memory wait in the page heap (never
+//! the first time 4 MiB of freed arena memory wait in the page heap or as
+//! spans the classes keep empty (never
 //! from a constructor, so programs that daemonise or drop privileges at
 //! start-up are unaffected; a program that never frees much never gets
 //! one), wakes every tick to
@@ -11,7 +12,8 @@
 //! - move cache capacity toward the classes that miss: a CPU whose budget
 //!   stopped a class from growing takes a quarter of the capacity of each
 //!   class there that did not miss,
-//! - return transfer-cache objects that sat unused for a tick to their spans.
+//! - return transfer-cache objects that sat unused for a tick to their spans,
+//!   and the empty spans a class kept and did not use to the page heap.
 //!
 //! The thread leaves once nothing is left for it (every cache drained, the
 //! transfer caches empty, no free pages or cached mappings waiting for the
@@ -41,7 +43,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use crate::backend::{large, pagemap};
 use crate::cache::percpu;
 use crate::cache::region::{self, MAX_CPUS};
-use crate::middle::transfer;
+use crate::middle::{central, transfer};
 use crate::platform::config::Config;
 use crate::platform::os;
 use crate::platform::size_class::SizeClass;
@@ -158,17 +160,18 @@ fn tick_ns() -> u64 {
 
 /// One round of the thread's work at time `now`. Returns whether anything
 /// is left for later rounds: a cache in use, or idle but not drained yet;
-/// objects in the transfer caches; with a decay, free pages or cached
-/// mappings still to give back.
+/// objects in the transfer caches or empty spans kept by a class; with a
+/// decay, free pages or cached mappings still to give back.
 fn tick(now: u64) -> bool {
     let decay = pagemap::decay_ns();
     let caches = (0..region::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
     transfer::plunder();
+    central::release_idle();
     if pagemap::decay_step(now, usize::MAX) {
         large::release_cached(decay);
     }
     caches
-        || SizeClass::all().any(|class| transfer::held(class) != 0)
+        || SizeClass::all().any(|class| transfer::held(class) != 0 || central::spares(class) != 0)
         || decay != 0 && (pagemap::free_backed_bytes() != 0 || large::cached_bytes() != 0)
 }
 
@@ -208,7 +211,7 @@ fn tend_cache(idx: usize, now: u64, decay: u64) -> bool {
 /// memory to the next heap free). Returns whether the thread stays.
 fn stays_when_idle() -> bool {
     THREAD.store(NOT_STARTED, Ordering::Relaxed);
-    pagemap::free_backed_bytes() >= START_FREE_BACKED
+    waiting_bytes() >= START_FREE_BACKED
         && THREAD.compare_exchange(NOT_STARTED, RUNNING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
@@ -223,7 +226,7 @@ pub fn on_heap_free() {
     let now = os::now_ns();
     if ENABLED.load(Ordering::Relaxed)
         && THREAD.load(Ordering::Relaxed) == NOT_STARTED
-        && pagemap::free_backed_bytes() >= START_FREE_BACKED
+        && waiting_bytes() >= START_FREE_BACKED
         && now.saturating_sub(REFUSED_AT.load(Ordering::Relaxed)) >= CHECK_NS
     {
         start();
@@ -231,15 +234,24 @@ pub fn on_heap_free() {
             return;
         }
     }
-    pagemap::decay_step(now, SLOW_PATH_CHUNKS);
+    if pagemap::decay_step(now, SLOW_PATH_CHUNKS) {
+        central::release_idle();
+    }
 }
 
-/// After a cache slow path: if granules went back to the page heap since
-/// the last look (a flush emptied a span), `on_heap_free`. One load and a
-/// compare when nothing did.
+/// Freed memory still backed by pages that waits for the decay: free
+/// granules in the page heap, and the spans classes keep empty (they reach
+/// the page heap at the next decay step once unused).
+fn waiting_bytes() -> u64 {
+    pagemap::free_backed_bytes() + central::spare_bytes()
+}
+
+/// After a cache slow path: if granules went back to the page heap or a
+/// class kept an emptied span since the last look (a flush emptied a
+/// span), `on_heap_free`. Two loads and a compare when nothing did.
 #[inline]
 pub fn after_slow_path() {
-    let frees = pagemap::heap_frees();
+    let frees = pagemap::heap_frees().wrapping_add(central::spans_kept());
     if HEAP_FREES_SEEN.load(Ordering::Relaxed) != frees {
         HEAP_FREES_SEEN.store(frees, Ordering::Relaxed);
         on_heap_free();
@@ -253,5 +265,6 @@ pub fn after_slow_path() {
 pub fn release_all() -> usize {
     percpu::drain_all();
     transfer::drain();
+    central::release_all();
     pagemap::release_free() + large::release_cached(0)
 }

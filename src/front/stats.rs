@@ -162,6 +162,11 @@ pub struct Stats {
     pub spans_carved: u64,
     /// See `spans_carved`.
     pub spans_released: u64,
+    /// Empty spans a class kept and carved again without the page heap.
+    pub spans_reused: u64,
+    /// Bytes of the empty spans classes keep for reuse now (given to the
+    /// page heap once unused for a decay step).
+    pub spare_bytes: u64,
     /// Bytes the allocator holds from the OS now: arena pages made usable
     /// and not given back (`bytes_released` is already subtracted, so this
     /// falls after `release()`), plus large mappings.
@@ -249,6 +254,8 @@ impl Stats {
             transfer_bytes: 0,
             spans_carved: 0,
             spans_released: 0,
+            spans_reused: 0,
+            spare_bytes: 0,
             bytes_mapped: 0,
             arena_bytes: 0,
             resident_bytes: 0,
@@ -274,7 +281,7 @@ impl Stats {
     /// Every field as the JSON report and `serde` name it, in one list so
     /// the two cannot disagree.
     #[cfg(any(rseqalloc_percpu, feature = "serde"))] // the JSON report's and serde's
-    fn fields(&self) -> [(&'static str, Field<'_>); 34] {
+    fn fields(&self) -> [(&'static str, Field<'_>); 36] {
         use Field::*;
         let t = &self.totals;
         [
@@ -294,6 +301,8 @@ impl Stats {
             ("transfer_bytes", Num(self.transfer_bytes)),
             ("spans_carved", Num(self.spans_carved)),
             ("spans_released", Num(self.spans_released)),
+            ("spans_reused", Num(self.spans_reused)),
+            ("spare_bytes", Num(self.spare_bytes)),
             ("bytes_mapped", Num(self.bytes_mapped)),
             ("arena_bytes", Num(self.arena_bytes)),
             ("resident_bytes", Num(self.resident_bytes)),
@@ -390,7 +399,8 @@ pub fn snapshot() -> Stats {
         }
     }
     (s.batches_out, s.batches_in) = transfer::batch_counts();
-    (s.spans_carved, s.spans_released) = central::span_counts();
+    (s.spans_carved, s.spans_released, s.spans_reused) = central::span_counts();
+    s.spare_bytes = central::spare_bytes();
     let mut handed_out = 0u64;
     for (slot, class) in s.per_class.iter_mut().zip(SizeClass::all()) {
         let size = class.size() as u64;
@@ -638,7 +648,11 @@ impl fmt::Display for Stats {
         }
         writeln!(f, ")")?;
         writeln!(f, "middle end:      {} batches out, {} in", self.batches_out, self.batches_in)?;
-        writeln!(f, "spans:           {} carved, {} released", self.spans_carved, self.spans_released)?;
+        writeln!(
+            f,
+            "spans:           {} carved, {} released, {} reused; {} bytes kept empty",
+            self.spans_carved, self.spans_released, self.spans_reused, self.spare_bytes
+        )?;
         writeln!(
             f,
             "bytes:           {} mapped, {} in use, {} in CPU caches, {} in transfer caches",

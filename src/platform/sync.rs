@@ -10,6 +10,9 @@ use crate::platform::os;
 /// Protects a `T` that the slow paths share. Holds are short (a batch copy,
 /// a span carve); `std::sync::Mutex` is avoided because it may allocate and
 /// cannot be built in a `const` array of every size class on older toolchains.
+// C layout: the flag comes first, on the line that holds the start of the
+// value, which is where a holder looks next.
+#[repr(C)]
 pub struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
@@ -103,5 +106,18 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// A `T` alone on its 64-byte cache line (or lines), so that CPUs writing
+/// neighbouring entries of an array of them do not take the line from each
+/// other (false sharing): per-class locks and counters, lock shards.
+#[repr(align(64))]
+pub struct CacheLine<T>(pub T);
+
+impl<T> Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
