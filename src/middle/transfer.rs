@@ -8,16 +8,30 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::middle::central;
 use crate::platform::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
-use crate::platform::sync::SpinLock;
+use crate::platform::sync::{CacheLine, SpinLock};
 
-/// Batches each class's transfer cache holds at most.
-const BATCHES: usize = 16;
-const SLOTS: usize = BATCHES * MAX_BATCH;
+/// Batches a class's transfer cache holds at first, and at least: a CPU
+/// that frees a burst of up to this many batches leaves them for the CPUs
+/// that allocate next.
+const MIN_BATCHES: usize = 16;
+/// Batches it may grow to while CPUs give it more than it holds.
+const MAX_BATCHES: usize = 64;
+const SLOTS: usize = MAX_BATCHES * MAX_BATCH;
 
+/// Capacity follows demand, as in TCMalloc's resizable transfer caches: a
+/// give that finds the cache full (its objects would go back to their
+/// spans, to be taken out again by the next refill) grows the class by a
+/// batch, up to `MAX_BATCHES`; objects that sat unused for a background
+/// tick (`plunder`) go back to their spans and take their capacity with
+/// them, down to `MIN_BATCHES`. The slots are static and touched only as
+/// they fill, so capacity a class never uses costs no memory.
+#[repr(C)]
 struct TransferCache {
     len: usize,
     /// The fewest objects held since the last `plunder`: that many sat idle.
     low: usize,
+    /// Objects the cache holds at most now (a multiple of the class's batch).
+    capacity: usize,
     slots: [*mut u8; SLOTS],
 }
 
@@ -25,29 +39,49 @@ struct TransferCache {
 // serialises every access.
 unsafe impl Send for TransferCache {}
 
-static CACHES: [SpinLock<TransferCache>; NUM_CLASSES] =
-    [const { SpinLock::new(TransferCache { len: 0, low: 0, slots: [core::ptr::null_mut(); SLOTS] }) }; NUM_CLASSES];
+/// One class's cache and counters, on cache lines of their own: classes are
+/// locked by different CPUs at once. The counters, the lock and the
+/// cache's header fill the first line.
+#[repr(C)]
+struct Class {
+    /// Objects held (stats); like the batch counts, written only under the
+    /// lock, so with a plain load and store.
+    held: AtomicU64,
+    batches_in: AtomicU64,
+    batches_out: AtomicU64,
+    cache: SpinLock<TransferCache>,
+}
 
-/// Objects per class currently held (for stats, read without the lock).
-static HELD: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
-static BATCHES_IN: AtomicU64 = AtomicU64::new(0);
-static BATCHES_OUT: AtomicU64 = AtomicU64::new(0);
+static CLASSES: [CacheLine<Class>; NUM_CLASSES] = [const {
+    CacheLine(Class {
+        held: AtomicU64::new(0),
+        batches_in: AtomicU64::new(0),
+        batches_out: AtomicU64::new(0),
+        cache: SpinLock::new(TransferCache { len: 0, low: 0, capacity: 0, slots: [core::ptr::null_mut(); SLOTS] }),
+    })
+}; NUM_CLASSES];
+
+/// Adds one to a counter only the holder of its class lock writes.
+fn count_locked(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
 
 /// Fills `out` with free objects of `class`: from the transfer cache first,
 /// then from the central slab. Returns how many; fewer than `out.len()` only
 /// when memory runs out.
 pub fn take(class: SizeClass, out: &mut [*mut u8]) -> usize {
+    let state = &CLASSES[class.index()];
     let got = {
-        let mut cache = CACHES[class.index()].lock();
+        let mut cache = state.cache.lock();
         let n = cache.len.min(out.len());
         let start = cache.len - n;
         out[..n].copy_from_slice(&cache.slots[start..cache.len]);
         cache.len = start;
         cache.low = cache.low.min(start);
-        HELD[class.index()].store(start as u64, Ordering::Relaxed);
+        state.held.store(start as u64, Ordering::Relaxed);
+        count_locked(&state.batches_out);
         n
     };
-    BATCHES_OUT.fetch_add(1, Ordering::Relaxed);
     if got == out.len() {
         return got;
     }
@@ -55,22 +89,28 @@ pub fn take(class: SizeClass, out: &mut [*mut u8]) -> usize {
 }
 
 /// Gives free objects of `class` to the transfer cache; what does not fit
-/// goes back to the central slab.
+/// goes back to the central slab, and the cache grows by a batch.
 ///
 /// # Safety
 /// Every object is a free object of `class` that the caller gives up.
 pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
-    let capacity = BATCHES * class.batch();
+    let state = &CLASSES[class.index()];
     let stored = {
-        let mut cache = CACHES[class.index()].lock();
-        let n = (capacity.saturating_sub(cache.len)).min(objects.len());
+        let mut cache = state.cache.lock();
+        if cache.capacity == 0 {
+            cache.capacity = MIN_BATCHES * class.batch();
+        }
+        let n = (cache.capacity - cache.len).min(objects.len());
         let start = cache.len;
         cache.slots[start..start + n].copy_from_slice(&objects[..n]);
         cache.len += n;
-        HELD[class.index()].store(cache.len as u64, Ordering::Relaxed);
+        if n < objects.len() {
+            cache.capacity = (cache.capacity + class.batch()).min(MAX_BATCHES * class.batch());
+        }
+        state.held.store(cache.len as u64, Ordering::Relaxed);
+        count_locked(&state.batches_in);
         n
     };
-    BATCHES_IN.fetch_add(1, Ordering::Relaxed);
     if stored < objects.len() {
         // SAFETY: the caller's guarantee passes on.
         unsafe { central::free_batch(class, &objects[stored..]) };
@@ -85,25 +125,34 @@ pub fn drain() {
 
 /// Returns to the central slab, per class, as many objects as sat unused
 /// since the previous call (the low-water mark), so that a burst's leftovers
-/// do not pin spans forever (the background tick).
+/// do not pin spans forever, and shrinks the cache by as many whole batches
+/// (the background tick).
 pub fn plunder() {
-    SizeClass::all().for_each(|class| drain_class(class, |cache| core::mem::replace(&mut cache.low, cache.len)));
+    SizeClass::all().for_each(|class| {
+        drain_class(class, |cache| {
+            let idle = core::mem::replace(&mut cache.low, cache.len);
+            let floor = MIN_BATCHES * class.batch();
+            cache.capacity = cache.capacity.saturating_sub(idle - idle % class.batch()).max(floor);
+            idle
+        })
+    });
 }
 
 /// Moves up to `limit(cache)` objects of `class` to the central slab, a
 /// batch per lock hold.
 fn drain_class(class: SizeClass, limit: impl FnOnce(&mut TransferCache) -> usize) {
+    let state = &CLASSES[class.index()];
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
-    let mut left = limit(&mut CACHES[class.index()].lock());
+    let mut left = limit(&mut state.cache.lock());
     while left > 0 {
         let n = {
-            let mut cache = CACHES[class.index()].lock();
+            let mut cache = state.cache.lock();
             let n = cache.len.min(MAX_BATCH).min(left);
             let start = cache.len - n;
             buf[..n].copy_from_slice(&cache.slots[start..cache.len]);
             cache.len = start;
             cache.low = cache.low.min(start);
-            HELD[class.index()].store(start as u64, Ordering::Relaxed);
+            state.held.store(start as u64, Ordering::Relaxed);
             n
         };
         if n == 0 {
@@ -117,7 +166,7 @@ fn drain_class(class: SizeClass, limit: impl FnOnce(&mut TransferCache) -> usize
 
 /// Takes every class's lock (fork prepare).
 pub fn lock_all() {
-    CACHES.iter().for_each(SpinLock::acquire);
+    CLASSES.iter().for_each(|c| c.cache.acquire());
 }
 
 /// Drops the locks `lock_all` took.
@@ -126,15 +175,17 @@ pub fn lock_all() {
 /// As for `SpinLock::release`: this thread called `lock_all`.
 pub unsafe fn unlock_all() {
     // SAFETY: the caller's guarantee.
-    CACHES.iter().for_each(|c| unsafe { c.release() });
+    CLASSES.iter().for_each(|c| unsafe { c.cache.release() });
 }
 
 /// Objects of `class` held in the transfer cache.
 pub fn held(class: SizeClass) -> u64 {
-    HELD[class.index()].load(Ordering::Relaxed)
+    CLASSES[class.index()].held.load(Ordering::Relaxed)
 }
 
 /// Batches taken from and given to the middle end so far.
 pub fn batch_counts() -> (u64, u64) {
-    (BATCHES_OUT.load(Ordering::Relaxed), BATCHES_IN.load(Ordering::Relaxed))
+    CLASSES.iter().fold((0, 0), |(out, into), c| {
+        (out + c.batches_out.load(Ordering::Relaxed), into + c.batches_in.load(Ordering::Relaxed))
+    })
 }
