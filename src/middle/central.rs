@@ -144,6 +144,10 @@ pub fn alloc_batch(class: SizeClass, out: &mut [*mut u8]) -> usize {
             list.unlink(g);
         }
     }
+    // A CPU cache pops a refill last object first: reversed, the objects of
+    // a span come out in address order, which the hardware prefetcher
+    // follows when the program walks them in the order it got them.
+    out[..got].reverse();
     add_locked(&state.outstanding, got as u64);
     got
 }
