@@ -73,7 +73,8 @@ def allocator_table(args):
          {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"},
          "google/tcmalloc per-CPU (build_tcmalloc_google.sh; glibc rseq off)"),
         ("rseqalloc", rseq, {}, "this project (target/release/librseqalloc.so)"),
-    ]
+    ] + ([("rseq-before", args.baseline, {}, "another build of this project (--baseline), not a peer")]
+         if args.baseline else [])
 
 
 def log(msg):
@@ -228,6 +229,9 @@ def main():
     ap.add_argument("--steady-ms", type=int, default=0, metavar="MS",
                     help="after its work each process idles MS ms and reports its RSS then (steady-state RSS)")
     ap.add_argument("--rseqalloc", default=None, help="path of librseqalloc.so (default target/release/)")
+    ap.add_argument("--baseline", default=None, metavar="PATH",
+                    help="another librseqalloc.so (say, before a change), run interleaved as column "
+                         "rseq-before; not a peer")
     ap.add_argument("--tcmalloc-google", default=None, help=f"path of the Google TCMalloc preload shim (default {DEFAULT_TCG})")
     ap.add_argument("--env", action="append", default=[], metavar="ALLOC:KEY=VAL",
                     help="extra environment for one allocator, e.g. rseqalloc:RSEQALLOC_VERBOSE=1 (repeatable)")
@@ -256,7 +260,7 @@ def main():
         bad = [a for a in want if a not in known]
         if bad:
             ap.error(f"unknown allocator(s) {bad}; known: {[a[0] for a in allocs]}")
-        allocs = [a for a in allocs if a[0] in want]
+        allocs = [a for a in allocs if a[0] in want or a[0] == "rseq-before"]
     extra = {}
     for e in args.env:
         name, _, kv = e.partition(":")
@@ -265,7 +269,8 @@ def main():
             ap.error(f"bad --env {e!r} (want ALLOC:KEY=VAL with a known allocator name)")
         extra.setdefault(name, {})[k] = v
 
-    for flag, path in (("--rseqalloc", args.rseqalloc), ("--tcmalloc-google", args.tcmalloc_google)):
+    for flag, path in (("--rseqalloc", args.rseqalloc), ("--baseline", args.baseline),
+                       ("--tcmalloc-google", args.tcmalloc_google)):
         if path and not os.path.exists(path):
             ap.error(f"{flag} {path}: no such file")
 
@@ -348,7 +353,7 @@ def main():
 
     # ---- the table
     names = [a[0] for a in allocs]
-    peers = [n for n in names if n != "rseqalloc" and present[n]]
+    peers = [n for n in names if n not in ("rseqalloc", "rseq-before") and present[n]]
     has_rseq = "rseqalloc" in names
     print()
     load_after = os.getloadavg()
