@@ -154,6 +154,9 @@ struct PageHeap {
     cursor: usize,
     /// No chunk below this has a free granule.
     lowest_free: usize,
+    /// Gives back memory kept above the heap for reuse (the central slab's
+    /// spare spans) before the heap grows: `init`'s argument.
+    before_grow: Option<fn()>,
 }
 
 // SAFETY: the raw pointer is to process-wide metadata; the lock serialises use.
@@ -168,6 +171,7 @@ static HEAP: SpinLock<PageHeap> = SpinLock::new(PageHeap {
     step: 0,
     cursor: 0,
     lowest_free: 0,
+    before_grow: None,
 });
 
 /// The tables' layout in their one mapping: byte offsets, each OS-page
@@ -232,8 +236,10 @@ fn reservation_size(limit: Option<usize>) -> usize {
 }
 
 /// Reserves the window's tables and the first reservation. Called once by
-/// init; false when the kernel refuses even a chunk.
-pub fn init() -> bool {
+/// init, with what gives back memory kept for reuse above the heap before it
+/// grows (called without the heap lock, so it may free spans); false when
+/// the kernel refuses even a chunk.
+pub fn init(before_grow: fn()) -> bool {
     let limit = os::address_space_limit();
     let window = window_size(limit);
     let granules = window / GRANULE;
@@ -243,6 +249,7 @@ pub fn init() -> bool {
         return false;
     }
     let mut heap = HEAP.lock();
+    heap.before_grow = Some(before_grow);
     heap.step = reservation_size(limit);
     let Some((first, len)) = heap.reserve(|_, len| os::map_aligned(len, CHUNK, true) as usize) else {
         drop(heap);
@@ -326,15 +333,11 @@ pub unsafe fn span(g: usize) -> &'static mut Span {
 }
 
 /// Takes a span for `class` from the page heap, committing a new chunk if
-/// needed and `grow` allows, and records its class. Returns its first
-/// granule, or None when no free granules fit and `grow` is false, the arena
-/// is exhausted, or the kernel refuses memory.
-pub fn alloc_span(class: SizeClass, grow: bool) -> Option<usize> {
+/// needed (`take_or_grow`), and records its class. Returns its first
+/// granule, or None when the arena is exhausted or the kernel refuses memory.
+pub fn alloc_span(class: SizeClass) -> Option<usize> {
     let n = class.span_granules();
-    let mut heap = HEAP.lock();
-    let (g, _) = if grow { heap.take_or_grow(n, n, n) } else { heap.find(n, n, n) }?;
-    drop(heap);
-    set_class(g, n, class.index() as u8);
+    let (g, _) = take_or_grow(n, n, n, |g| set_class(g, n, class.index() as u8))?;
     Some(g)
 }
 
@@ -383,10 +386,29 @@ pub fn run_at(p: *const u8) -> RunAt {
 /// out, or was released since). None when the arena is exhausted.
 pub fn alloc_run(n: usize, align: usize, room: usize) -> Option<(usize, u32)> {
     debug_assert!((1..=CHUNK_GRANULES).contains(&n) && align.is_power_of_two() && align <= CHUNK_GRANULES);
-    let mut heap = HEAP.lock();
-    let (g, clean) = heap.take_or_grow(n, align, room.clamp(n, CHUNK_GRANULES))?;
-    mark_run(g, n);
+    let (g, clean) = take_or_grow(n, align, room.clamp(n, CHUNK_GRANULES), |g| mark_run(g, n))?;
     Some((g, clean))
+}
+
+/// `PageHeap::take_or_grow`, but when no free granules fit, first asks what
+/// was kept for reuse above the heap to come back (`init`), outside the
+/// lock, and looks again. `claim(first granule)` runs under the lock.
+fn take_or_grow(n: usize, align: usize, room: usize, claim: impl Fn(usize)) -> Option<(usize, u32)> {
+    let before_grow = {
+        let mut heap = HEAP.lock();
+        if let Some(found) = heap.find(n, align, room) {
+            claim(found.0);
+            return Some(found);
+        }
+        heap.before_grow
+    };
+    if let Some(give_back) = before_grow {
+        give_back();
+    }
+    let mut heap = HEAP.lock();
+    let found = heap.take_or_grow(n, align, room)?;
+    claim(found.0);
+    Some(found)
 }
 
 /// Frees the run starting exactly at `p`, re-checking the class map under the
@@ -838,6 +860,7 @@ mod tests {
             step: 0,
             cursor: 0,
             lowest_free: 0,
+            before_grow: None,
         };
         let visit = Visit::of(&heap);
         let chunks: std::vec::Vec<usize> = (0..visit.len).map(|i| visit.chunk(i)).collect();

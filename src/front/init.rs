@@ -84,7 +84,7 @@ fn this_thread() -> usize {
 fn bring_up() -> bool {
     let config = Config::load();
     let ncpu = os::possible_cpus().map_or(MAX_CPUS, |n| n.min(MAX_CPUS));
-    if !pagemap::init() {
+    if !pagemap::init(central::release_for_growth) {
         return false;
     }
     let Some(slabs) = region::map_slabs(ncpu, config.cpu_cache_bytes) else {

@@ -15,9 +15,10 @@
 //! slow path without the thread) gives back the spares that sat unused
 //! since the previous step, or all of them if the class only freed, so a
 //! class keeps at most its peak of spans while in steady use and gives them
-//! to the page heap at the first step after it goes idle; `release()` gives them all back at once. Before the page heap
-//! grows for a new span, the other classes' spares go back to it, so memory
-//! one class emptied still serves the others first.
+//! to the page heap at the first step after it goes idle; `release()` gives
+//! them all back at once. Before the page heap grows, every class's spares
+//! go back to it, so memory one class emptied still serves the other classes
+//! and medium blocks first.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,10 +91,7 @@ pub fn alloc_batch(class: SizeClass, out: &mut [*mut u8]) -> usize {
                         state.spares.store(list.spares as u64, Ordering::Relaxed);
                         g
                     }
-                    None => match pagemap::alloc_span(class, false).or_else(|| {
-                        release_others(class);
-                        pagemap::alloc_span(class, true)
-                    }) {
+                    None => match pagemap::alloc_span(class) {
                         Some(g) => {
                             SPANS_CARVED.fetch_add(1, Ordering::Relaxed);
                             g
@@ -201,15 +199,16 @@ pub fn release_all() {
     });
 }
 
-/// Gives the page heap the spares of every class but `class`, whose lock
-/// the caller holds, before the heap grows: memory one class emptied serves
-/// the others first. Classes whose lock is busy are skipped (two classes
-/// doing this at once must not wait for each other).
-fn release_others(class: SizeClass) {
-    for other in SizeClass::all().filter(|&c| c != class && spares(c) != 0) {
-        let state = &CLASSES[other.index()];
+/// Gives every class's spares to the page heap before it grows (its
+/// `before_grow`, set by init): memory one class emptied serves the other
+/// classes and medium blocks first. Classes whose lock is busy are skipped:
+/// the caller may hold one (a class carving a span), and two callers must
+/// not wait for each other.
+pub fn release_for_growth() {
+    for class in SizeClass::all().filter(|&c| spares(c) != 0) {
+        let state = &CLASSES[class.index()];
         if let Some(mut list) = state.spans.try_lock() {
-            list.release(other, u32::MAX);
+            list.release(class, u32::MAX);
             state.spares.store(0, Ordering::Relaxed);
         }
     }

@@ -14,14 +14,18 @@ use crate::platform::sync::{CacheLine, SpinLock};
 /// that frees a burst of up to this many batches leaves them for the CPUs
 /// that allocate next.
 const MIN_BATCHES: usize = 16;
-/// Batches it may grow to while CPUs give it more than it holds.
+/// Batches it may grow to while CPUs give it more than it holds...
 const MAX_BATCHES: usize = 64;
+/// ...but not past this many bytes of objects (or its first size): growth
+/// pays where batches are small and moves frequent (objects under 512 B,
+/// whose batch of 32 holds less than 16 KiB), not for big objects.
+const MAX_GROWN_BYTES: usize = 256 << 10;
 const SLOTS: usize = MAX_BATCHES * MAX_BATCH;
 
 /// Capacity follows demand, as in TCMalloc's resizable transfer caches: a
 /// give that finds the cache full (its objects would go back to their
 /// spans, to be taken out again by the next refill) grows the class by a
-/// batch, up to `MAX_BATCHES`; objects that sat unused for a background
+/// batch, up to `max_capacity`; objects that sat unused for a background
 /// tick (`plunder`) go back to their spans and take their capacity with
 /// them, down to `MIN_BATCHES`. The slots are static and touched only as
 /// they fill, so capacity a class never uses costs no memory.
@@ -105,7 +109,7 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
         cache.slots[start..start + n].copy_from_slice(&objects[..n]);
         cache.len += n;
         if n < objects.len() {
-            cache.capacity = (cache.capacity + class.batch()).min(MAX_BATCHES * class.batch());
+            cache.capacity = (cache.capacity + class.batch()).min(max_capacity(class));
         }
         state.held.store(cache.len as u64, Ordering::Relaxed);
         count_locked(&state.batches_in);
@@ -115,6 +119,14 @@ pub unsafe fn give(class: SizeClass, objects: &[*mut u8]) {
         // SAFETY: the caller's guarantee passes on.
         unsafe { central::free_batch(class, &objects[stored..]) };
     }
+}
+
+/// The most objects `class`'s cache may grow to hold: `MAX_BATCHES`, within
+/// `MAX_GROWN_BYTES`, never below `MIN_BATCHES`.
+fn max_capacity(class: SizeClass) -> usize {
+    let batch = class.batch();
+    let by_bytes = MAX_GROWN_BYTES / class.size() / batch * batch;
+    by_bytes.min(MAX_BATCHES * batch).max(MIN_BATCHES * batch)
 }
 
 /// Returns every object the transfer caches hold to the central slab, so
