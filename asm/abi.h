@@ -35,8 +35,11 @@
  * from the region start. Pop needs current > begin; push needs current < end.
  * The critical sections only ever store `current`. A stopped header (end 0,
  * begin 0xFFFF) makes every section miss: the slow paths stop a header
- * before they change it under sections that may be running. */
+ * before they change it under sections that may be running. The slow paths
+ * read and replace a header as one little-endian 64-bit word, in which a
+ * field's shift is its byte offset times 8. */
 #define HDR_OFF_CURRENT 0
+#define HDR_OFF_AUX 2
 #define HDR_OFF_END 4
 #define HDR_OFF_BEGIN 6
 #define HDR_SIZE 8

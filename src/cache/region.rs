@@ -110,6 +110,7 @@ const _: () = {
     assert!(offset_of!(RegionMeta, free_hits) as i64 == h::META_OFF_FREE_HITS);
     assert!(core::mem::size_of::<RegionMeta>() as i64 == h::HEADERS_OFF);
     assert!(offset_of!(ClassHeader, current) as i64 == h::HDR_OFF_CURRENT);
+    assert!(offset_of!(ClassHeader, aux) as i64 == h::HDR_OFF_AUX);
     assert!(offset_of!(ClassHeader, end) as i64 == h::HDR_OFF_END);
     assert!(offset_of!(ClassHeader, begin) as i64 == h::HDR_OFF_BEGIN);
     assert!(core::mem::size_of::<ClassHeader>() as i64 == h::HDR_SIZE);
@@ -415,12 +416,28 @@ fn stopped(current: u16) -> ClassHeader {
     ClassHeader { current, aux: 0, end: 0, begin: u16::MAX }
 }
 
-fn encode(h: ClassHeader) -> u64 {
-    h.current as u64 | (h.aux as u64) << 16 | (h.end as u64) << 32 | (h.begin as u64) << 48
+/// The shift of the header field at byte offset `off` (asm/abi.h's
+/// `HDR_OFF_*`) in the header read as one little-endian word.
+const fn shift(off: i64) -> u32 {
+    8 * off as u32
 }
 
+/// The header as the one word the slow paths load and compare-and-swap.
+fn encode(header: ClassHeader) -> u64 {
+    (header.current as u64) << shift(h::HDR_OFF_CURRENT)
+        | (header.aux as u64) << shift(h::HDR_OFF_AUX)
+        | (header.end as u64) << shift(h::HDR_OFF_END)
+        | (header.begin as u64) << shift(h::HDR_OFF_BEGIN)
+}
+
+/// The header in the word `encode` made.
 fn decode(v: u64) -> ClassHeader {
-    ClassHeader { current: v as u16, aux: (v >> 16) as u16, end: (v >> 32) as u16, begin: (v >> 48) as u16 }
+    ClassHeader {
+        current: (v >> shift(h::HDR_OFF_CURRENT)) as u16,
+        aux: (v >> shift(h::HDR_OFF_AUX)) as u16,
+        end: (v >> shift(h::HDR_OFF_END)) as u16,
+        begin: (v >> shift(h::HDR_OFF_BEGIN)) as u16,
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +448,11 @@ mod tests {
     fn headers_round_trip_and_partitions_are_disjoint() {
         let h = ClassHeader { current: 1, aux: 2, end: 3, begin: 4 };
         assert_eq!(decode(encode(h)), h);
+        // The word is the header's memory read as one u64, as
+        // `header_word` reads it beside the sections' 16-bit `current`.
+        // SAFETY: ClassHeader is 8 bytes of plain integers.
+        let memory: [u8; 8] = unsafe { core::mem::transmute(h) };
+        assert_eq!(encode(h), u64::from_le_bytes(memory));
         for class in SizeClass::all() {
             let b = BEGIN[class.index()] as usize;
             assert!(b >= FIRST_SLOT);
