@@ -229,7 +229,9 @@ fn window_size(limit: Option<usize>) -> usize {
 /// `RSEQALLOC_TEST_RESERVATION` (bytes) sets it, so tests cross reservations.
 fn reservation_size(limit: Option<usize>) -> usize {
     #[cfg(feature = "_test-hooks")]
-    if let Some(bytes) = os::getenv(c"RSEQALLOC_TEST_RESERVATION").and_then(crate::platform::decimal::parse_decimal) {
+    if let Some(bytes) =
+        os::getenv(crate::platform::config::TEST_RESERVATION).and_then(crate::platform::decimal::parse_decimal)
+    {
         return bytes.clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1);
     }
     limit.map_or(MAX_RESERVATION, |limit| (limit / 16).clamp(CHUNK, MAX_RESERVATION) & !(CHUNK - 1))

@@ -161,8 +161,19 @@ pub const FLAG_WORDS: [Word; 8] = [
 pub const MODE_WORDS: [Word; 4] = [Word::new("auto"), Word::new("rseq"), Word::new("mainline"), Word::new("fallback")];
 const MODES: [ModeRequest; 4] = [ModeRequest::Auto, ModeRequest::Rseq, ModeRequest::Mainline, ModeRequest::Fallback];
 
-/// `RSEQALLOC_STATS`'s words besides yes and no (which mean text and none).
+/// `RSEQALLOC_STATS`'s words besides yes and no (which mean text and none),
+/// in [`Report`] order.
 const STATS_WORDS: [Word; 2] = [Word::new("text"), Word::new("json")];
+
+/// `RSEQALLOC_STATS`'s value in the table for `report`: no (0), yes (1,
+/// text), or a word of `STATS_WORDS` (`Kind::FlagOr`: 2 + its index).
+const fn stats_value(report: Option<Report>) -> usize {
+    match report {
+        None => 0,
+        Some(Report::Text) => 1,
+        Some(Report::Json) => 2 + Report::Json as usize,
+    }
+}
 
 /// `RSEQALLOC_BAD_FREE`'s words, in [`BadFree`] order.
 const BAD_FREE_WORDS: [Word; 2] = [Word::new("abort"), Word::new("leak")];
@@ -297,6 +308,12 @@ const TOOL_VARIABLES: [&CStr; 3] = [
     c"RSEQALLOC_EXPECT_MODE", // tests: the mode tests/run.sh expects
     c"RSEQALLOC_TEST_QUICK",  // tests: shorter runs (valgrind)
 ];
+
+/// With the test hooks, the size in bytes of each arena reservation, so
+/// that tests cross reservations (`pagemap`). Not an option: a build
+/// without the hooks does not read it, and reports it as unknown.
+#[cfg(all(rseqalloc_percpu, feature = "_test-hooks"))]
+pub const TEST_RESERVATION: &CStr = c"RSEQALLOC_TEST_RESERVATION";
 
 /// Parses a yes/no value with the table's rules.
 #[inline]
@@ -472,12 +489,7 @@ impl Options {
 
     /// `RSEQALLOC_STATS`: the report written at exit, if any.
     pub const fn stats_at_exit(self, report: Option<Report>) -> Options {
-        let value = match report {
-            None => 0,
-            Some(Report::Text) => 1,
-            Some(Report::Json) => 3, // the table's value of the word `json`
-        };
-        self.with(Id::Stats, value)
+        self.with(Id::Stats, stats_value(report))
     }
 
     /// `RSEQALLOC_BAD_FREE` (C API).
@@ -625,7 +637,7 @@ impl Config {
             verbose: flag(Id::Verbose),
             stats_at_exit: match v[Id::Stats as usize] {
                 0 => None,
-                3 => Some(Report::Json),
+                v if v == stats_value(Some(Report::Json)) => Some(Report::Json),
                 _ => Some(Report::Text),
             },
             bad_free: if v[Id::BadFree as usize] == BadFree::Leak as usize { BadFree::Leak } else { BadFree::Abort },
@@ -673,11 +685,7 @@ impl Config {
         v[Id::MmCid as usize] = self.mm_cid as usize;
         v[Id::CpuCacheBytes as usize] = self.cpu_cache_bytes;
         v[Id::Verbose as usize] = self.verbose as usize;
-        v[Id::Stats as usize] = match self.stats_at_exit {
-            None => 0,
-            Some(Report::Text) => 1,
-            Some(Report::Json) => 3,
-        };
+        v[Id::Stats as usize] = stats_value(self.stats_at_exit);
         v[Id::BadFree as usize] = self.bad_free as usize;
         v[Id::Check as usize] = self.checked as usize;
         v[Id::DecayMs as usize] = self.decay_ms;
@@ -796,8 +804,12 @@ fn report_unknown_names() {
 
 #[cfg(rseqalloc_percpu)]
 /// Whether `name` starts with `RSEQALLOC_` but is neither in the table
-/// nor a tool's.
+/// nor a tool's (nor, with the test hooks, `TEST_RESERVATION`).
 fn is_unknown(name: &[u8]) -> bool {
+    #[cfg(feature = "_test-hooks")]
+    if name == TEST_RESERVATION.to_bytes() {
+        return false;
+    }
     name.starts_with(b"RSEQALLOC_")
         && !OPTIONS.iter().any(|opt| opt.name.to_bytes() == name)
         && !TOOL_VARIABLES.iter().any(|tool| tool.to_bytes() == name)
@@ -844,6 +856,36 @@ fn distance(a: &[u8], b: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The setters of numbers state their option's range in their doc and
+    /// their panic (const fns cannot format it from the table): this keeps
+    /// both equal to the table's.
+    #[test]
+    fn setters_state_the_tables_ranges() {
+        let src = include_str!("config.rs");
+        for opt in &OPTIONS {
+            let Kind::Number { min, max } = opt.kind else { continue };
+            let name = opt.name.to_str().unwrap();
+            let setter = name.trim_start_matches("RSEQALLOC_").to_lowercase();
+            let doc = format!("/// `{name}`: {min} to {max}.");
+            let panic = format!("rseqalloc::Options::{setter}: out of range ({min} to {max})");
+            assert!(src.contains(&doc), "Options::{setter} should be documented as {doc:?}");
+            assert!(src.contains(&panic), "Options::{setter} should panic with {panic:?}");
+        }
+    }
+
+    #[test]
+    fn stats_words_have_their_report_values() {
+        let json = Word::new("json");
+        assert_eq!(Kind::FlagOr(&STATS_WORDS).parse(b"json"), Some(stats_value(Some(Report::Json))));
+        assert_eq!(Kind::FlagOr(&STATS_WORDS).parse(b"text"), Some(2 + Report::Text as usize));
+        assert_eq!(STATS_WORDS[Report::Json as usize], json);
+        for report in [None, Some(Report::Text), Some(Report::Json)] {
+            let config = Config::from_values(&Options::new().stats_at_exit(report).values);
+            assert_eq!(config.stats_at_exit, report);
+            assert_eq!(config.values()[Id::Stats as usize], stats_value(report));
+        }
+    }
 
     #[test]
     fn ids_index_their_rows() {

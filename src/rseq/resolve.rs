@@ -143,18 +143,24 @@ fn kernel_has_mm_cid() -> bool {
     })
 }
 
+/// The "NAME=" prefixes of the two options read here. Literals rather than
+/// the options table's names: the table holds pointers, which may not be
+/// relocated yet when this runs (a unit test keeps them equal).
+const MMCID_PREFIX: &[u8] = b"RSEQALLOC_MMCID=";
+const MODE_PREFIX: &[u8] = b"RSEQALLOC_MODE=";
+
 /// Whether `RSEQALLOC_MMCID` in the initial environment turns `mm_cid` off,
 /// by the options table's rules (a value it does not accept means the
 /// default, as `Config::load` will say).
 fn env_denies_mm_cid() -> bool {
-    initial_env_word(b"RSEQALLOC_MMCID=").and_then(config::parse_flag) == Some(false)
+    initial_env_word(MMCID_PREFIX).and_then(config::parse_flag) == Some(false)
 }
 
 /// Whether `RSEQALLOC_MODE` is `mainline` or `fallback` in this process's
 /// initial environment, by the options table's rules. Without /proc (a
 /// sandbox, an initramfs that did not mount it) there is no override.
 fn mode_denies_regions() -> bool {
-    let mode = initial_env_word(b"RSEQALLOC_MODE=").and_then(|word| config::parse_choice(word, &config::MODE_WORDS));
+    let mode = initial_env_word(MODE_PREFIX).and_then(|word| config::parse_choice(word, &config::MODE_WORDS));
     matches!(mode.map(config::mode_request), Some(ModeRequest::Mainline | ModeRequest::Fallback))
 }
 
@@ -253,13 +259,21 @@ impl EnvScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::EnvScan;
+    use super::{EnvScan, MMCID_PREFIX, MODE_PREFIX};
+    use crate::platform::config::{Id, OPTIONS};
 
     fn scan(env: &[u8]) -> Option<Option<usize>> {
         let mut out = [0u8; 8];
         let mut s = EnvScan { prefix: b"RSEQALLOC_MODE=", col: 0, matching: true, len: 0, found: None };
         env.iter().for_each(|&b| s.feed(b, &mut out));
         s.found
+    }
+
+    #[test]
+    fn prefixes_name_the_tables_options() {
+        for (prefix, id) in [(MMCID_PREFIX, Id::MmCid), (MODE_PREFIX, Id::Mode)] {
+            assert_eq!(prefix, [OPTIONS[id as usize].name.to_bytes(), b"="].concat());
+        }
     }
 
     #[test]
