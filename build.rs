@@ -36,6 +36,17 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-soname,librseqalloc.so");
     }
 
+    // The test hooks (`rseqalloc::test_hooks`, src/test_hooks.rs) are for
+    // this repository's tests: built with RSEQALLOC_TEST_HOOKS=1, never in
+    // preload/ or the published crate (no tests/ there). A build-time
+    // variable rather than a feature, so that `cargo add` does not offer
+    // them; switching it rebuilds this crate and its dependents only.
+    println!("cargo::rustc-check-cfg=cfg(rseqalloc_test_hooks)");
+    println!("cargo:rerun-if-env-changed=RSEQALLOC_TEST_HOOKS");
+    if !preload && root.join("tests").is_dir() && env::var_os("RSEQALLOC_TEST_HOOKS").is_some_and(|v| v == "1") {
+        println!("cargo:rustc-cfg=rseqalloc_test_hooks");
+    }
+
     // The sections are x86-64 asm bound by glibc's loader through indirect
     // functions (IRELATIVE relocations), and the runtime reads glibc's rseq
     // area: musl applies no IRELATIVE relocation, other systems have no rseq.

@@ -276,8 +276,9 @@ print(",".join(have) or "-", ",".join(sorted(feats)) or "-")
 	for t in ${targets//,/ }; do args+=(--test "$t"); done
 	[ "$features" != "-" ] && args+=(--features "$features")
 	log "cargo test --no-run ${args[*]} (static, release)" >&2
+	# RSEQALLOC_TEST_HOOKS=1: stress_restarts drives the test hooks (build.rs).
 	json=$(cd "$REPO" && CARGO_TARGET_DIR="$WORK/cargo-target" RUSTFLAGS='-C target-feature=+crt-static' \
-		cargo test --release --target x86_64-unknown-linux-gnu --no-run --message-format=json \
+		RSEQALLOC_TEST_HOOKS=1 cargo test --release --target x86_64-unknown-linux-gnu --no-run --message-format=json \
 		"${args[@]}" 2> "$WORK/cargo.log") || {
 		tail -30 "$WORK/cargo.log" >&2
 		echo "FAIL rust: cargo test --no-run failed (log above)" >&2

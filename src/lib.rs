@@ -97,7 +97,7 @@
 //! library (`capi`) and the test hooks link `std`, as does forwarding (for
 //! `std::alloc::System`).
 
-#![cfg_attr(not(any(test, feature = "capi", feature = "_test-hooks")), no_std)]
+#![cfg_attr(not(any(test, feature = "capi", rseqalloc_test_hooks)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
@@ -106,7 +106,7 @@ extern crate std;
 
 #[cfg(all(not(rseqalloc_percpu), feature = "capi"))]
 compile_error!("rseqalloc: the C API (feature `capi`) needs the per-CPU path: x86-64 Linux with glibc");
-#[cfg(all(not(rseqalloc_percpu), feature = "_test-hooks"))]
+#[cfg(all(not(rseqalloc_percpu), rseqalloc_test_hooks))]
 compile_error!("rseqalloc: the test hooks need the per-CPU path: x86-64 Linux with glibc");
 
 // The layers, bottom to top: each uses only those above it in this list
@@ -124,7 +124,7 @@ mod platform;
 #[cfg(rseqalloc_percpu)]
 mod rseq;
 
-#[cfg(feature = "_test-hooks")]
+#[cfg(rseqalloc_test_hooks)]
 pub mod test_hooks;
 
 pub use front::allocator::RseqAlloc;

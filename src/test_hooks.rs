@@ -1,4 +1,4 @@
-//! Test-only access (feature `_test-hooks`) to the per-CPU machinery on a
+//! Test-only access (built with `RSEQALLOC_TEST_HOOKS=1`: build.rs) to the per-CPU machinery on a
 //! slab the test owns: the real critical sections, driven with either the
 //! thread's real rseq area or a fake one whose cache index the test sets.
 //! Not a supported API: it repoints the process-wide control block, so a

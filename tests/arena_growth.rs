@@ -14,6 +14,9 @@
 //! returns NULL, and `Vec::with_capacity` then ends in `handle_alloc_error`
 //! (a child run, which must abort with std's message).
 
+// Built only with the test hooks (RSEQALLOC_TEST_HOOKS=1, build.rs).
+#![cfg(rseqalloc_test_hooks)]
+
 mod common;
 
 use std::alloc::{alloc, dealloc, Layout};

@@ -5,8 +5,9 @@
 //! of its folder, and fails, naming the file, the line and both layers, when
 //! one runs upward. Comments and string literals are not code and are
 //! skipped, as are `#[cfg(test)]` modules: a unit test may bring the whole
-//! allocator up. `test_hooks` (the `_test-hooks` feature's window into every
-//! layer) may name anything, and nothing but the crate root may name it.
+//! allocator up. `test_hooks` (the test hooks' window into every layer,
+//! built with RSEQALLOC_TEST_HOOKS=1) may name anything, and nothing but
+//! the crate root may name it.
 //! It also checks that every folder's `mod.rs` opens with its layer.
 
 use std::fmt::Write as _;

@@ -3,6 +3,9 @@
 //! real critical sections (through a fake, unregistered rseq area whose
 //! cache index the test sets), must agree step by step with a plain model.
 
+// Built only with the test hooks (RSEQALLOC_TEST_HOOKS=1, build.rs).
+#![cfg(rseqalloc_test_hooks)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

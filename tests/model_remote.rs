@@ -7,6 +7,9 @@
 //! or a migration guarantees). Every object stays accounted for, and none is
 //! ever handed out twice.
 
+// Built only with the test hooks (RSEQALLOC_TEST_HOOKS=1, build.rs).
+#![cfg(rseqalloc_test_hooks)]
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -16,6 +16,9 @@
 # Prints a closing "N passed, N failed" line and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Every cargo command here builds rseqalloc with the test hooks (build.rs),
+# so that none rebuilds it for another setting.
+export RSEQALLOC_TEST_HOOKS=1
 
 if ! command -v valgrind >/dev/null; then
     echo "== installing valgrind"
@@ -38,12 +41,12 @@ run() {
     fi
 }
 
-cargo build --release --features _test-hooks --tests 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
+cargo build --release --tests 2>&1 | tail -n 2 || { echo "build failed"; exit 1; }
 cargo build --release -p rseqalloc-bench --examples 2>&1 | tail -n 1 || { echo "build failed"; exit 1; }
 cargo build --release -p rseqalloc-preload 2>&1 | tail -n 1 || { echo "build failed"; exit 1; } # librseqalloc.so
 
-all_tests=(cargo test --release --features _test-hooks --tests)
-run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release --features _test-hooks
+all_tests=(cargo test --release --tests)
+run "glibc mode (+ doc tests)" RSEQALLOC_EXPECT_MODE=glibc -- cargo test --release
 run "unit tests with the C API (libtest itself on our malloc)" -- cargo test --release -p rseqalloc --features capi --lib
 run "preload, glibc mode" -- tests/preload.sh glibc
 run "stats reports and the preload tool (--help, make install)" -- tests/tool.sh
@@ -57,18 +60,18 @@ run "own registration" RSEQALLOC_EXPECT_MODE=own GLIBC_TUNABLES=glibc.pthread.rs
 run "preload, own registration" -- tests/preload.sh own
 # Container-like: one allowed CPU with a sparse id, more threads than CPUs.
 run "one sparse CPU (taskset -c 1)" RSEQALLOC_EXPECT_MODE=glibc -- \
-    taskset -c 1 cargo test --release --features _test-hooks --test sizing --test global_alloc --test release --test api
+    taskset -c 1 cargo test --release --test sizing --test global_alloc --test release --test api
 run "a one-CPU cpuset cgroup, caches by CPU id" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MMCID=0 -- \
-    tests/in-cpuset.sh cargo test --release --features _test-hooks --test sizing --test release
+    tests/in-cpuset.sh cargo test --release --test sizing --test release
 run "remote fences by migration (no membarrier)" RSEQALLOC_EXPECT_MODE=glibc RSEQALLOC_MEMBARRIER=0 -- \
-    cargo test --release --features _test-hooks --test stress_restarts --test release
+    cargo test --release --test stress_restarts --test release
 run "fallback" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_MODE=fallback -- "${all_tests[@]}"
 run "preload, fallback" -- tests/preload.sh fallback
 # --fair-sched: valgrind runs one thread at a time, and its default lock lets
 # spinning workers starve the thread that would tell them to stop.
 run "valgrind (fallback)" RSEQALLOC_EXPECT_MODE=fallback RSEQALLOC_TEST_QUICK=1 \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="valgrind -q --fair-sched=yes --error-exitcode=99" -- \
-    cargo test --release --features _test-hooks --test global_alloc --test heap_walk --test stress_restarts --test api
+    cargo test --release --test global_alloc --test heap_walk --test stress_restarts --test api
 
 run "preload, valgrind (fallback)" -- tests/preload.sh valgrind
 

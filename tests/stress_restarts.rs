@@ -11,35 +11,55 @@
 //! restart. Runs as its own process (harness = false) because it repoints
 //! the critical sections at a test slab.
 
+#[cfg(not(rseqalloc_test_hooks))]
+fn main() {
+    println!("stress_restarts: skipped: it drives rseqalloc::test_hooks, built with RSEQALLOC_TEST_HOOKS=1");
+}
+
+#[cfg(rseqalloc_test_hooks)]
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+#[cfg(rseqalloc_test_hooks)]
 use std::sync::{Arc, Mutex};
+#[cfg(rseqalloc_test_hooks)]
 use std::time::{Duration, Instant};
 
+#[cfg(rseqalloc_test_hooks)]
 mod common;
 
+#[cfg(rseqalloc_test_hooks)]
 use rseqalloc::test_hooks::{self, Index, Slab};
+#[cfg(rseqalloc_test_hooks)]
 use rseqalloc::Mode;
 
+#[cfg(rseqalloc_test_hooks)]
 const TOKENS: usize = 8192;
 /// Two classes whose stacks are kept small, so that pushes find them full
 /// and pops find them empty often, and batches are partial.
+#[cfg(rseqalloc_test_hooks)]
 const CLASSES: [usize; 2] = [1, 9];
+#[cfg(rseqalloc_test_hooks)]
 const CAPACITY: usize = 48;
+#[cfg(rseqalloc_test_hooks)]
 const MAX_SECONDS: u64 = 60;
 
+#[cfg(rseqalloc_test_hooks)]
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(rseqalloc_test_hooks)]
 extern "C" fn on_alarm(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
 }
 
+#[cfg(rseqalloc_test_hooks)]
 fn possible_cpus() -> usize {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_else(|_| "0".into());
     let highest = text.trim().split([',', '-']).filter_map(|s| s.parse::<usize>().ok()).max().unwrap_or(0);
     highest + 1
 }
 
+#[cfg(rseqalloc_test_hooks)]
 struct Rng(u64);
+#[cfg(rseqalloc_test_hooks)]
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -50,8 +70,10 @@ impl Rng {
 }
 
 /// Tokens a remote operation spilled, for workers to pick up again.
+#[cfg(rseqalloc_test_hooks)]
 static SPILLED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
+#[cfg(rseqalloc_test_hooks)]
 fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: &AtomicI32) -> Vec<usize> {
     tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     test_hooks::register_thread();
@@ -96,6 +118,7 @@ fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: 
     mine
 }
 
+#[cfg(rseqalloc_test_hooks)]
 fn main() {
     let ncpu = possible_cpus();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -12,6 +12,7 @@
 # "targets: N passed, M failed" and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+unset RSEQALLOC_TEST_HOOKS # what a dependent crate gets (tests/run.sh sets it)
 root=$PWD
 dep=$root/tests/dependent
 target=$root/target/dependent

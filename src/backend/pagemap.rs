@@ -228,7 +228,7 @@ fn window_size(limit: Option<usize>) -> usize {
 /// The size of each reservation (module doc); with the test hooks,
 /// `RSEQALLOC_TEST_RESERVATION` (bytes) sets it, so tests cross reservations.
 fn reservation_size(limit: Option<usize>) -> usize {
-    #[cfg(feature = "_test-hooks")]
+    #[cfg(rseqalloc_test_hooks)]
     if let Some(bytes) =
         os::getenv(crate::platform::config::TEST_RESERVATION).and_then(crate::platform::decimal::parse_decimal)
     {
@@ -302,7 +302,7 @@ pub fn map_byte(p: *const u8) -> Option<u8> {
 
 /// The window's base address and size in bytes (0, 0 before init): every
 /// reservation lies in it.
-#[cfg_attr(not(any(feature = "capi", feature = "_test-hooks")), allow(dead_code))] // the C API's, the tests'
+#[cfg_attr(not(any(feature = "capi", rseqalloc_test_hooks)), allow(dead_code))] // the C API's, the tests'
 pub fn arena() -> (usize, usize) {
     (BASE.load(Ordering::Relaxed), GRANULES.load(Ordering::Relaxed) << GRANULE_SHIFT)
 }
@@ -644,7 +644,7 @@ pub fn mapped_bytes() -> u64 {
 }
 
 /// Reservations of address space made so far (the first included).
-#[cfg_attr(not(feature = "_test-hooks"), allow(dead_code))] // the tests'
+#[cfg_attr(not(rseqalloc_test_hooks), allow(dead_code))] // the tests'
 pub fn reservations() -> u64 {
     RESERVATIONS.load(Ordering::Relaxed)
 }

@@ -303,8 +303,9 @@ pub const OPTIONS: [Opt; COUNT] = [
 #[cfg(rseqalloc_percpu)]
 /// `RSEQALLOC_*` names that our tools read, not the library: they are
 /// not reported as unknown.
-const TOOL_VARIABLES: [&CStr; 3] = [
+const TOOL_VARIABLES: [&CStr; 4] = [
     c"RSEQALLOC_LIB",         // bin/rseqalloc-run: where librseqalloc.so is
+    c"RSEQALLOC_TEST_HOOKS",  // build.rs: builds the test hooks
     c"RSEQALLOC_EXPECT_MODE", // tests: the mode tests/run.sh expects
     c"RSEQALLOC_TEST_QUICK",  // tests: shorter runs (valgrind)
 ];
@@ -312,7 +313,7 @@ const TOOL_VARIABLES: [&CStr; 3] = [
 /// With the test hooks, the size in bytes of each arena reservation, so
 /// that tests cross reservations (`pagemap`). Not an option: a build
 /// without the hooks does not read it, and reports it as unknown.
-#[cfg(all(rseqalloc_percpu, feature = "_test-hooks"))]
+#[cfg(all(rseqalloc_percpu, rseqalloc_test_hooks))]
 pub const TEST_RESERVATION: &CStr = c"RSEQALLOC_TEST_RESERVATION";
 
 /// Parses a yes/no value with the table's rules.
@@ -806,7 +807,7 @@ fn report_unknown_names() {
 /// Whether `name` starts with `RSEQALLOC_` but is neither in the table
 /// nor a tool's (nor, with the test hooks, `TEST_RESERVATION`).
 fn is_unknown(name: &[u8]) -> bool {
-    #[cfg(feature = "_test-hooks")]
+    #[cfg(rseqalloc_test_hooks)]
     if name == TEST_RESERVATION.to_bytes() {
         return false;
     }
