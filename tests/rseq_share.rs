@@ -5,7 +5,8 @@
 //! before (new threads), its critical sections count right, and its
 //! unregistration leaves the area registered for the allocator. Runs as a
 //! child with `GLIBC_TUNABLES=glibc.pthread.rseq=0` (this binary exports
-//! the two symbols: build.rs, as the README tells programs to).
+//! the two symbols: build.rs, as the README tells programs to); and under
+//! glibc's registration, where the library fails as it does alone.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_char, c_int, c_long, c_void, CString};
@@ -128,6 +129,50 @@ fn child() {
     let s = rseqalloc::stats();
     assert!(s.totals.alloc_hits > ROUNDS as u64, "the allocator's sections hit: {}", s.totals.alloc_hits);
     println!("rseq_share: {sum} increments in the library's sections, {} allocator hits", s.totals.alloc_hits);
+}
+
+/// Run as a child under glibc's registration (`RSEQ_SHARE_GLIBC=<lib>`):
+/// a library of the convention cannot register beside glibc's area (one
+/// area per thread: EINVAL), before or after our first allocation, exactly
+/// as without rseqalloc, and allocation goes on.
+#[test]
+fn child_glibc() {
+    let Some(path) = std::env::var_os("RSEQ_SHARE_GLIBC") else { return };
+    allocate_past_the_cache();
+    if rseqalloc::stats().mode != Mode::RseqGlibc {
+        println!("rseq_share: glibc registered no area here (old glibc or kernel)");
+        return;
+    }
+    let refused = |lib: &Lib| {
+        assert_eq!((lib.register)(), -1, "the library registers beside glibc's area");
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!((lib.refcount)(), 0);
+        assert!((lib.cpu)() < 0);
+    };
+    refused(&open(path.to_str().unwrap()));
+    std::thread::spawn(move || {
+        let lib = open(path.to_str().unwrap());
+        refused(&lib); // before this thread's first allocation
+        allocate_past_the_cache();
+    })
+    .join()
+    .unwrap();
+    println!("rseq_share: refused beside glibc's area, as without rseqalloc");
+}
+
+#[test]
+fn a_library_of_the_convention_fails_beside_glibc_as_it_does_alone() {
+    let lib = build_lib();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_glibc", "--nocapture", "--test-threads=1"]);
+    cmd.env("RSEQ_SHARE_GLIBC", &lib).env("GLIBC_TUNABLES", "glibc.pthread.rseq=1").env_remove("RSEQALLOC_MODE");
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("rseq_share: refused beside glibc's area") || stdout.contains("glibc registered no area here"),
+        "{stdout}"
+    );
 }
 
 #[test]
