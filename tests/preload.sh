@@ -102,7 +102,7 @@ check "malloc_info: glibc's XML shape, the 8 mmapped blocks in <total type=\"mma
 # and allocation goes on.
 if [ "$mode" = own ] || [ "$mode" = glibc ]; then
     if [ ! "$bin/rseqshare" -nt tests/c/rseqshare.c ] || [ ! "$bin/librseqlib.so" -nt tests/c/rseqlib.c ] ||
-        [ ! "$bin/rseqshare-dlopen" -nt tests/c/rseqshare.c ]; then
+        [ ! "$bin/rseqshare-dlopen" -nt tests/c/rseqshare.c ] || [ ! "$bin/rseqshare" -nt tests/c/rseqtest.h ]; then
         cc -O2 -fPIC -shared -o "$bin/librseqlib.so" tests/c/rseqlib.c &&
             cc -O2 -pthread -o "$bin/rseqshare" tests/c/rseqshare.c -L"$bin" -lrseqlib -Wl,-rpath,"$bin" &&
             cc -O2 -pthread -DRSEQLIB_DLOPEN -o "$bin/rseqshare-dlopen" tests/c/rseqshare.c -ldl ||
@@ -124,7 +124,8 @@ if [ "$mode" = own ] || [ "$mode" = glibc ]; then
     # first allocations, and our caches serve the threads it registered
     # (their allocation hits: at least half of the 1,000,005 allocations),
     # also where we came up before its constructor published its area.
-    if [ ! "$bin/librseqshare" -nt tests/c/librseqshare.c ] || [ ! "$bin/librseqmodel.so" -nt tests/c/librseqmodel.c ]; then
+    if [ ! "$bin/librseqshare" -nt tests/c/librseqshare.c ] || [ ! "$bin/librseqmodel.so" -nt tests/c/librseqmodel.c ] ||
+        [ ! "$bin/librseqshare" -nt tests/c/rseqtest.h ]; then
         cc -O2 -fPIC -shared -o "$bin/librseqmodel.so" tests/c/librseqmodel.c -ldl &&
             cc -O2 -pthread -o "$bin/librseqshare" tests/c/librseqshare.c -L"$bin" -lrseqmodel -Wl,-rpath,"$bin" ||
             check "build librseqshare" 1

@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_char, c_int, c_long, c_void, CString};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use rseqalloc::{Mode, RseqAlloc};
 
@@ -160,15 +161,28 @@ fn child_glibc() {
     println!("rseq_share: refused beside glibc's area, as without rseqalloc");
 }
 
+/// Runs the test `child` of this binary as a child process, with `var`
+/// naming the library (built once: the tests run in parallel) and glibc's
+/// registration on or off; returns the child's output once it succeeded.
+fn run_child(child: &str, var: &str, glibc_rseq: bool) -> String {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    let lib = LIB.get_or_init(build_lib);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(var, lib)
+        .env("GLIBC_TUNABLES", if glibc_rseq { "glibc.pthread.rseq=1" } else { "glibc.pthread.rseq=0" })
+        .env_remove("RSEQALLOC_MODE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{stdout}");
+    assert!(out.status.success(), "{child} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 #[test]
 fn a_library_of_the_convention_fails_beside_glibc_as_it_does_alone() {
-    let lib = build_lib();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_glibc", "--nocapture", "--test-threads=1"]);
-    cmd.env("RSEQ_SHARE_GLIBC", &lib).env("GLIBC_TUNABLES", "glibc.pthread.rseq=1").env_remove("RSEQALLOC_MODE");
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_child("child_glibc", "RSEQ_SHARE_GLIBC", true);
     assert!(
         stdout.contains("rseq_share: refused beside glibc's area") || stdout.contains("glibc registered no area here"),
         "{stdout}"
@@ -177,13 +191,6 @@ fn a_library_of_the_convention_fails_beside_glibc_as_it_does_alone() {
 
 #[test]
 fn a_library_registering_rseq_shares_the_area_in_both_orders() {
-    let lib = build_lib();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"]);
-    cmd.env("RSEQ_SHARE_CHILD", &lib).env("GLIBC_TUNABLES", "glibc.pthread.rseq=0").env_remove("RSEQALLOC_MODE");
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_child("child", "RSEQ_SHARE_CHILD", false);
     assert!(stdout.contains("rseq_share: 1000000 increments"), "{stdout}");
 }

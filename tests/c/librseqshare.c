@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rseqtest.h"
+
 int rseq_register_current_thread(void);
 int rseqmodel_cpu(void);
 void rseqmodel_inc(long *counters);
@@ -21,25 +23,7 @@ void rseqmodel_inc(long *counters);
 #define THREADS 4
 #define ROUNDS 200000
 static long counters[CPU_SETSIZE];
-static int lib_first, failures;
-
-#define CHECK(cond, what)                                       \
-    do {                                                        \
-        if (!(cond)) {                                          \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED); \
-            printf("FAIL %s: %s (errno %d)\n", what, #cond, errno); \
-        }                                                       \
-    } while (0)
-
-/* More blocks than a CPU cache holds: they reach rseqalloc's slow path. */
-static void allocate_past_the_cache(void) {
-    enum { N = 2000 };
-    static __thread void *held[N];
-    for (int i = 0; i < N; i++)
-        held[i] = malloc(8192);
-    for (int i = 0; i < N; i++)
-        free(held[i]);
-}
+static int lib_first;
 
 /* One thread's life: register through librseq and allocate, in this
  * run's order; then increments interleaved with allocations. */

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rseqtest.h"
+
 #ifdef RSEQLIB_DLOPEN
 static int (*rseqlib_register)(void);
 static int (*rseqlib_unregister)(void);
@@ -64,15 +66,7 @@ extern const unsigned int __rseq_size __attribute__((weak));
 #define THREADS 4
 #define ROUNDS 200000
 static long counters[CPU_SETSIZE];
-static int shared, glibc_area, failures;
-
-#define CHECK(cond, what)                                   \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED); \
-            printf("FAIL %s: %s\n", what, #cond);           \
-        }                                                   \
-    } while (0)
+static int shared, glibc_area;
 
 /* Increments interleaved with allocations, so the library's sections and
  * rseqalloc's run on the same area one after the other. */
@@ -105,17 +99,6 @@ static void register_fails(const char *who) {
     errno = 0;
     CHECK(rseqlib_register() == -1 && errno == EINVAL, who);
     CHECK(rseqlib_refcount() == 0 && rseqlib_cpu() < 0, who);
-}
-
-/* More blocks than a CPU cache holds: they reach rseqalloc's slow path,
- * which registers this thread or counts it in. */
-static void allocate_past_the_cache(void) {
-    enum { N = 2000 };
-    static __thread void *held[N];
-    for (int i = 0; i < N; i++)
-        held[i] = malloc(8192);
-    for (int i = 0; i < N; i++)
-        free(held[i]);
 }
 
 static void *registers_before_allocating(void *arg) {
