@@ -41,7 +41,15 @@
 #   PERF [0]          1: also run perf/perfbench in each boot: perf bench sched
 #                     pipe and messaging (hackbench) without regions, with
 #                     another process holding one, and in a process with one
-#                     (the host's /usr/bin/perf and its libraries are copied in)
+#                     (the host's /usr/bin/perf and its libraries are copied in);
+#                     fork()+wait with no region, one, and a full table
+#   STOCK [0]         1: the same perfbench on Debian's unpatched 6.12 (same
+#                     source, same qemu.config, its own cache entry) against
+#                     the patched kernel: boots alternate stock/patched
+#                     PERF_BOOTS times per vCPU count, with perfbench alone in
+#                     the initramfs, and PERFCMP-SUMMARY lines give the
+#                     ratios of the medians; not part of .ci/run
+#   PERF_BOOTS [3]    with STOCK=1: boots per kernel and vCPU count
 #   DEBUG [0]         1: build and boot the debug kernel (qemu-debug.config:
 #                     lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, KASAN, UBSAN_BOUNDS);
 #                     slower, so not part of .ci/run; run it before landing
@@ -51,13 +59,15 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 KCACHE=${KCACHE:-/var/cache/rseqalloc-kernel}
-WORK=${WORK:-/var/tmp/rseqalloc-kernel-work$([ "${DEBUG:-0}" = 1 ] && echo -debug)}
-SMP_LIST=${SMP_LIST:-"2 4"}
 DEBUG=${DEBUG:-0}
-PERF=${PERF:-0}
+STOCK=${STOCK:-0}
+WORK=${WORK:-/var/tmp/rseqalloc-kernel-work$([ "$DEBUG" = 1 ] && echo -debug)$([ "$STOCK" = 1 ] && echo -stock)}
+SMP_LIST=${SMP_LIST:-"2 4"}
+PERF=${PERF:-$STOCK}
+PERF_BOOTS=${PERF_BOOTS:-3}
 SCALE=${SCALE:-0}
 ONLY=${ONLY:-}
-TIMEOUT=${TIMEOUT:-$([ "$DEBUG" = 1 ] && echo 900 || echo 300)}
+TIMEOUT=${TIMEOUT:-$([ "$DEBUG" = 1 ] || [ "$STOCK" = 1 ] && echo 900 || echo 300)}
 RR_ITERS=${RR_ITERS:-1000000}
 JOBS=${JOBS:-$(($(nproc) + 1))}
 KSRC_PKG=linux-source-6.12
@@ -139,7 +149,14 @@ install_deps() {
 	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found"
 }
 
-patches() { grep -v '^\s*\(#\|$\)' "$HERE/series" | sed "s|^|$HERE/|"; }
+# The kernel being keyed or built: "patched" (the series), or "stock"
+# (the same source without it: STOCK=1's baseline).
+VARIANT=patched
+
+patches() {
+	[ "$VARIANT" = stock ] && return 0
+	grep -v '^\s*\(#\|$\)' "$HERE/series" | sed "s|^|$HERE/|"
+}
 
 # The config fragments: qemu.config, plus qemu-debug.config with DEBUG=1.
 fragments() {
@@ -154,7 +171,7 @@ fragments() {
 # fragment and the toolchain.
 cache_key() {
 	{
-		echo "src $KSRC_VER"
+		echo "src $KSRC_VER $VARIANT"
 		patches | xargs cat
 		cat "$HERE/qemu.config"
 		[ "$DEBUG" = 1 ] && cat "$HERE/qemu-debug.config"
@@ -205,21 +222,24 @@ build_kernel() {
 	log "make $targets -j$JOBS (log: $build/make.log)"
 	env "${KBUILD_ENV[@]}" make -C "$src" ARCH=x86_64 O="$build" -j"$JOBS" $targets > "$build/make.log" 2>&1 ||
 		{ tail -30 "$build/make.log"; die "kernel build failed"; }
-	log "headers_install + selftests/rseq/regions_test"
-	make -C "$src" -s ARCH=x86_64 O="$build" headers_install INSTALL_HDR_PATH="$WORK/hdr" >/dev/null ||
-		die "headers_install failed"
-	mkdir -p "$WORK/selftests"
-	# Static, for the bare initramfs (glibc warns about dlsym in rseq.c).
-	make -C "$src/tools/testing/selftests/rseq" -s OUTPUT="$WORK/selftests" \
-		KHDR_INCLUDES="-isystem $WORK/hdr/include" LDFLAGS=-static \
-		"$WORK/selftests/regions_test" 2> "$WORK/selftests/build.log" >/dev/null ||
-		{ cat "$WORK/selftests/build.log"; die "selftest build failed"; }
 	tmp=$(mktemp -d "$KCACHE/.tmp.XXXXXX")
+	# The stock kernel has no regions_test: it only runs perfbench.
+	if [ "$VARIANT" = patched ]; then
+		log "headers_install + selftests/rseq/regions_test"
+		make -C "$src" -s ARCH=x86_64 O="$build" headers_install INSTALL_HDR_PATH="$WORK/hdr" >/dev/null ||
+			die "headers_install failed"
+		mkdir -p "$WORK/selftests"
+		# Static, for the bare initramfs (glibc warns about dlsym in rseq.c).
+		make -C "$src/tools/testing/selftests/rseq" -s OUTPUT="$WORK/selftests" \
+			KHDR_INCLUDES="-isystem $WORK/hdr/include" LDFLAGS=-static \
+			"$WORK/selftests/regions_test" 2> "$WORK/selftests/build.log" >/dev/null ||
+			{ cat "$WORK/selftests/build.log"; die "selftest build failed"; }
+		cp "$WORK/selftests/regions_test" "$tmp/regions_test"
+	fi
 	strip -o "$tmp/vmlinux" "$build/vmlinux"
 	[ "$DEBUG" = 1 ] && cp "$build/arch/x86/boot/bzImage" "$tmp/bzImage"
 	cp "$build/.config" "$tmp/config"
-	cp "$WORK/selftests/regions_test" "$tmp/regions_test"
-	echo "$KSRC_VER" > "$tmp/source-version"
+	echo "$KSRC_VER $VARIANT" > "$tmp/source-version"
 	rm -rf "$out" && mv "$tmp" "$out"
 	# The 1.7 GB tree is quicker to unpack again than to keep.
 	rm -rf "$WORK/src"
@@ -335,9 +355,16 @@ make_initramfs() {
 	local dir=$WORK/initramfs name path
 	rm -rf "$dir" && mkdir -p "$dir"/{tests,proc,sys,dev}
 	gcc -O2 -Wall -static -o "$dir/init" "$HERE/init.c" || die "init.c build failed"
+	local n=20 bench i
+	# STOCK=1 compares kernels: perfbench alone, in both kernels' boots.
+	if [ "$STOCK" = 1 ]; then
+		add_perfbench "$dir"
+		(cd "$dir" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio" || die "cpio failed"
+		ls "$dir/tests" > "$WORK/expected-tests.txt"
+		return
+	fi
 	# qemu.config sets CONFIG_DEBUG_RSEQ, which the selftest then checks.
 	wanted rseq_regions && cp "$KDIR/regions_test" "$dir/tests/10-rseq_regions@RR_EXPECT_DEBUG_RSEQ=1"
-	local n=20 bench i
 	while read -r name path; do
 		case $name in
 		"") ;;
@@ -381,16 +408,87 @@ add_perfbench() {
 	done
 }
 
-# The PERFBENCH-SUMMARY lines of one boot; fails when perfbench did not finish.
+# The PERFBENCH-SUMMARY lines of one boot (one per benchmark: pipe,
+# messaging, fork); fails when perfbench did not finish.
 perfbench() {
-	local smp=$1 log=$2
+	local label=$1 log=$2
 	[ "$PERF" = 1 ] || return 0
-	if grep -c '^PERFBENCH-SUMMARY' "$log" | grep -qx 2; then
-		grep '^PERFBENCH-SUMMARY' "$log" | sed "s/^/smp$smp /" | tee -a "$WORK/modebench.txt"
-		result PASS "perfbench@smp$smp"
+	if grep -c '^PERFBENCH-SUMMARY' "$log" | grep -qx 3; then
+		grep '^PERFBENCH-SUMMARY' "$log" | sed "s/^/$label /" | tee -a "$WORK/modebench.txt"
+		result PASS "perfbench@$label"
 	else
-		result FAIL "perfbench@smp$smp" "no PERFBENCH-SUMMARY lines"
+		result FAIL "perfbench@$label" "not 3 PERFBENCH-SUMMARY lines"
 	fi
+}
+
+# STOCK=1: the stock kernel against the patched one, from every boot's
+# PERFBENCH lines (console-{stock,patched}-smpN-bK.log). Per boot, the
+# median of its rounds per benchmark and setting; per kernel, the median of
+# those over its boots. Boots differ (TCG, a shared host), so the range of
+# the per-boot medians is printed beside each ratio to stock. Within-boot
+# ratios (other/none, own/none, one/none, full/none) are medians over the
+# patched boots of each boot's ratio. A last line per vCPU count measures
+# the noise: how far the rounds of one setting in one boot lie apart
+# (max/min). Fails when a boot's numbers are missing.
+perf_compare() {
+	python3 - "$WORK" "$PERF_BOOTS" $SMP_LIST <<'EOF'
+import statistics as st, sys
+work, boots, smps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+med = st.median
+bad = 0
+for smp in smps:
+    runs = {}  # (kernel, bench, setting) -> [per-boot median]
+    spread = []  # max/min of the rounds of one setting in one boot
+    for kernel in ("stock", "patched"):
+        for b in range(1, boots + 1):
+            per = {}
+            try:
+                for line in open(f"{work}/console-{kernel}-smp{smp}-b{b}.log"):
+                    f = line.split()
+                    if len(f) == 4 and f[0] == "PERFBENCH" and float(f[3]) >= 0:
+                        per.setdefault((f[1], f[2]), []).append(float(f[3]))
+            except OSError:
+                pass
+            if not per:
+                print(f"PERFCMP-SUMMARY smp{smp}: no PERFBENCH lines from {kernel} boot {b}")
+                bad = 1
+                continue
+            for (bench, setting), v in per.items():
+                runs.setdefault((kernel, bench, setting), []).append(med(v))
+                spread.append(max(v) / min(v))
+    def cell(key):
+        v = runs.get(key)
+        return (med(v), min(v), max(v)) if v else None
+    for bench, settings in (("pipe", ("none", "other", "own")),
+                            ("messaging", ("none", "other", "own")),
+                            ("fork", ("none", "one", "full"))):
+        stock = cell(("stock", bench, "none"))
+        if not stock:
+            bad = 1
+            continue
+        parts = [f"stock {stock[0]:.3f} [{stock[1]:.3f}-{stock[2]:.3f}]"]
+        for s in settings:
+            c = cell(("patched", bench, s))
+            if not c:
+                bad = 1
+                continue
+            parts.append(f"patched-{s} {c[0]:.3f} [{c[1]:.3f}-{c[2]:.3f}] x{c[0] / stock[0]:.3f}")
+        print(f"PERFCMP-SUMMARY smp{smp} {bench} (median of {boots} boots per kernel, "
+              f"[range of boot medians], x ratio to stock): " + ", ".join(parts))
+        none = runs.get(("patched", bench, "none"), [])
+        within = []
+        for s in settings[1:]:
+            v = runs.get(("patched", bench, s), [])
+            if len(v) == len(none) and none:
+                r = [x / n for x, n in zip(v, none)]
+                within.append(f"{s}/none {med(r):.3f} [{min(r):.3f}-{max(r):.3f}]")
+        print(f"PERFCMP-SUMMARY smp{smp} {bench} within patched boots (median of per-boot ratios): "
+              + ", ".join(within))
+    if spread:
+        print(f"PERFCMP-SUMMARY smp{smp} noise: the rounds of one setting in one boot lie "
+              f"{med(spread):.2f}x apart (max/min; median over settings and boots), up to {max(spread):.2f}x")
+sys.exit(bad)
+EOF
 }
 
 PASSED=0 FAILED=0 SKIPPED=0
@@ -445,30 +543,30 @@ EOF
 	gcc -O2 -o "$WORK/tsc_khz" "$WORK/tsc_khz.c" 2>/dev/null && "$WORK/tsc_khz"
 }
 
-boot() {
-	local smp=$1 log=$WORK/console-smp$1.log rc t line status append online
+boot() { # smp label kdir
+	local smp=$1 label=$2 kdir=$3 log=$WORK/console-$2.log rc t line status append online
 	# init's per-test limit stays below QEMU's, so a hung test is reported
 	# by name rather than as a lost boot.
 	append="console=ttyS0 panic=-1 tsc=reliable loglevel=5 RR_ITERS=$RR_ITERS"
 	append+=" KTEST_TIMEOUT=$((TIMEOUT > 60 ? TIMEOUT - 30 : TIMEOUT))"
 	[ -n "$TSC_KHZ" ] && append+=" tsc_early_khz=$TSC_KHZ"
-	log "booting with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
+	log "booting $(basename "$kdir") with $smp vCPUs (TCG, timeout ${TIMEOUT}s)"
 	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
 		-accel tcg,thread=multi -smp "$smp,sockets=$smp,cores=1,threads=1" -m "$((smp > 8 || SCALE == 1 ? 4 : 1))G" \
-		-nographic -no-reboot -kernel "$KDIR/$KIMAGE" -initrd "$WORK/initramfs.cpio" \
+		-nographic -no-reboot -kernel "$kdir/$KIMAGE" -initrd "$WORK/initramfs.cpio" \
 		-append "$append" < /dev/null > "$log.raw" 2>&1
 	rc=$?
 	tr -d '\r' < "$log.raw" > "$log"
-	sed "s/^/[smp$smp] /" "$log"
-	log "QEMU exited with $rc after $smp-vCPU run"
-	[ $rc -eq 124 ] || [ $rc -eq 137 ] && result FAIL "boot-smp$smp" "timeout after ${TIMEOUT}s"
+	sed "s/^/[$label] /" "$log"
+	log "QEMU exited with $rc after $label run"
+	[ $rc -eq 124 ] || [ $rc -eq 137 ] && result FAIL "boot-$label" "timeout after ${TIMEOUT}s"
 	while read -r t; do
 		line=$(grep -m1 "^KTEST-RESULT $t " "$log")
 		status=$(echo "$line" | awk '{ print $3 }')
 		case $status in
-		PASS) result PASS "$t@smp$smp" ;;
-		"") result FAIL "$t@smp$smp" "no result: timeout, panic or crash" ;;
-		*) result FAIL "$t@smp$smp" "$status" ;;
+		PASS) result PASS "$t@$label" ;;
+		"") result FAIL "$t@$label" "no result: timeout, panic or crash" ;;
+		*) result FAIL "$t@$label" "$status" ;;
 		esac
 	done < "$WORK/expected-tests.txt"
 	# Every vCPU must be online. The kernel (no ACPI) finds CPUs in SeaBIOS's
@@ -476,25 +574,25 @@ boot() {
 	# guest then runs everything on one CPU.
 	online=$(sed -n 's/.*KTEST-INFO kernel .*, \([0-9]*\) cpus online.*/\1/p' "$log")
 	if [ "$online" = "$smp" ]; then
-		result PASS "cpus@smp$smp"
+		result PASS "cpus@$label"
 	else
-		result FAIL "cpus@smp$smp" "${online:-no} CPUs online, $smp vCPUs given"
+		result FAIL "cpus@$label" "${online:-no} CPUs online, $smp vCPUs given"
 	fi
 	# Tests that seed from the OS (proptest) must not wait for entropy:
 	# init makes the pool ready first (init.c, random_pool_ready).
 	if grep -q '^KTEST-INFO random pool ready' "$log"; then
-		result PASS "random-pool@smp$smp"
+		result PASS "random-pool@$label"
 	else
-		result FAIL "random-pool@smp$smp" "$(grep -m1 '^KTEST-INFO random pool' "$log" || echo "init printed no random pool line")"
+		result FAIL "random-pool@$label" "$(grep -m1 '^KTEST-INFO random pool' "$log" || echo "init printed no random pool line")"
 	fi
 	modebench "$smp" "$log"
-	perfbench "$smp" "$log"
+	perfbench "$label" "$log"
 	if grep -qE "$SPLAT" "$log"; then
-		result FAIL "kernel-log@smp$smp" "$(grep -m1 -E "$SPLAT" "$log")"
+		result FAIL "kernel-log@$label" "$(grep -m1 -E "$SPLAT" "$log")"
 	elif ! grep -q "^KTEST-DONE" "$log"; then
-		result FAIL "kernel-log@smp$smp" "init did not finish"
+		result FAIL "kernel-log@$label" "init did not finish"
 	else
-		result PASS "kernel-log@smp$smp"
+		result PASS "kernel-log@$label"
 	fi
 }
 
@@ -506,7 +604,7 @@ boot() {
 # or ran in the wrong mode, or region mode saw no restart.
 modebench() {
 	local smp=$1 log=$2 summary
-	grep -q '^mode_pair ' "$WORK/rust-tests.txt" || return 0
+	grep -qs '^mode_pair ' "$WORK/rust-tests.txt" || return 0
 	if summary=$(python3 - "$smp" "$log" <<'EOF'
 import sys
 smp, runs = sys.argv[1], {}
@@ -543,22 +641,58 @@ EOF
 	fi
 }
 
+# The cache entry of the $VARIANT kernel, built on a miss, in $KDIR.
+get_kernel() {
+	KDIR=$KCACHE/$(cache_key)
+	if [ -f "$KDIR/$KIMAGE" ] && { [ "$VARIANT" = stock ] || [ -f "$KDIR/regions_test" ]; }; then
+		log "kernel cache hit ($VARIANT): $KDIR"
+	else
+		build_kernel "$KDIR"
+	fi
+}
+
+# STOCK=1: stock and patched boots alternate, so that a slow spell of the
+# host hits both kernels; then perf_compare sums them up.
+main_stock() {
+	local smp b kdir_stock kdir_patched
+	VARIANT=stock
+	get_kernel
+	kdir_stock=$KDIR
+	VARIANT=patched
+	get_kernel
+	kdir_patched=$KDIR
+	make_initramfs
+	TSC_KHZ=$(host_tsc_khz || true)
+	log "stock $kdir_stock against patched $kdir_patched, $PERF_BOOTS boots each (host TSC ${TSC_KHZ:-unknown} kHz)"
+	rm -f "$WORK/modebench.txt" "$WORK"/console-*.log
+	for smp in $SMP_LIST; do
+		for b in $(seq "$PERF_BOOTS"); do
+			boot "$smp" "stock-smp$smp-b$b" "$kdir_stock"
+			boot "$smp" "patched-smp$smp-b$b" "$kdir_patched"
+		done
+	done
+	[ -f "$WORK/modebench.txt" ] && cat "$WORK/modebench.txt"
+	if perf_compare; then result PASS perfcmp; else result FAIL perfcmp "see PERFCMP-SUMMARY"; fi
+	log "done in $(($(date +%s) - T0))s"
+	echo "$PASSED passed, $FAILED failed"
+	[ "$FAILED" -eq 0 ]
+}
+
 main() {
-	local key smp
+	local smp
 	[ "$(id -u)" = 0 ] || die "run as root (apt-get, /var/cache)"
 	check_only
+	[ "$STOCK" = 1 ] && [ "$DEBUG" = 1 ] && die "STOCK=1 compares the normal kernels; it does not take DEBUG=1"
 	install_deps
 	KSRC_VER=$(dpkg-query -W -f='${Version}' "$KSRC_PKG")
 	log "kernel source: $KSRC_PKG $KSRC_VER; qemu: $(qemu-system-x86_64 --version | head -1)"
 	mkdir -p "$KCACHE" "$WORK"
-	key=$(cache_key)
-	KDIR=$KCACHE/$key
 	KIMAGE=$([ "$DEBUG" = 1 ] && echo bzImage || echo vmlinux)
-	if [ -f "$KDIR/$KIMAGE" ] && [ -f "$KDIR/regions_test" ]; then
-		log "kernel cache hit: $KDIR"
-	else
-		build_kernel "$KDIR"
+	if [ "$STOCK" = 1 ]; then
+		main_stock
+		return
 	fi
+	get_kernel
 	if build_rust_tests > "$WORK/rust-tests.txt" 2> "$WORK/rust-skip.txt"; then :; else
 		result FAIL "rust-build" "see cargo output above"
 	fi
@@ -571,7 +705,7 @@ main() {
 	log "guest tests: $(tr '\n' ' ' < "$WORK/expected-tests.txt")(host TSC ${TSC_KHZ:-unknown} kHz)"
 	rm -f "$WORK/modebench.txt"
 	for smp in $SMP_LIST; do
-		boot "$smp"
+		boot "$smp" "smp$smp" "$KDIR"
 	done
 	[ -f "$WORK/modebench.txt" ] && cat "$WORK/modebench.txt"
 	log "done in $(($(date +%s) - T0))s; $SKIPPED skipped"

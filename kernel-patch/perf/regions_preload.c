@@ -9,7 +9,7 @@
 
 __attribute__((constructor)) static void add_region_at_load(void)
 {
-	if (add_one_region()) {
+	if (add_regions(1)) {
 		perror("regions_preload: PR_RSEQ_REGIONS_ADD");
 		exit(1);
 	}
