@@ -43,16 +43,7 @@ static void *thread_life(void *arg) {
     if (!registered)
         return NULL;
     CHECK(rseqmodel_cpu() >= 0, "registered");
-    void *keep[16] = {0};
-    for (int i = 0; i < ROUNDS; i++) {
-        rseqmodel_inc(counters);
-        free(keep[i % 16]);
-        keep[i % 16] = malloc(16 + i % 512);
-        if (i % 1000 == 0)
-            sched_yield();
-    }
-    for (int i = 0; i < 16; i++)
-        free(keep[i]);
+    increments_between_allocations(rseqmodel_inc, counters, ROUNDS);
     return NULL;
 }
 

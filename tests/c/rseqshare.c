@@ -68,20 +68,9 @@ extern const unsigned int __rseq_size __attribute__((weak));
 static long counters[CPU_SETSIZE];
 static int shared, glibc_area;
 
-/* Increments interleaved with allocations, so the library's sections and
- * rseqalloc's run on the same area one after the other. */
+/* Under glibc's area the library never registered: no increments. */
 static void work(void) {
-    void *keep[16] = {0};
-    for (int i = 0; i < ROUNDS; i++) {
-        if (!glibc_area)
-            rseqlib_inc(counters);
-        free(keep[i % 16]);
-        keep[i % 16] = malloc(16 + i % 512);
-        if (i % 1000 == 0)
-            sched_yield();
-    }
-    for (int i = 0; i < 16; i++)
-        free(keep[i]);
+    increments_between_allocations(glibc_area ? NULL : rseqlib_inc, counters, ROUNDS);
 }
 
 static void unregister_and_check(const char *who) {
