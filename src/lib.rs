@@ -39,8 +39,9 @@
 //!             without rseq: sched_getcpu + try-lock (fallback)
 //!  middle/    transfer: batches between CPUs, one lock per batch;
 //!             central: spans carved into objects, per size class
-//!  backend/   pagemap: the arena, its class map and span table, the page
-//!             heap and its decay; medium: 32 KiB–1 MiB blocks as runs of
+//!  backend/   pagemap: the class map and span table; arena: the window and
+//!             its reservations; page_heap: granules as spans and runs, and
+//!             their decay; medium: 32 KiB–1 MiB blocks as runs of
 //!             granules; large: one mapping per big block, a bounded cache
 //!             of freed ones, realloc by mremap; registry: live large blocks
 //!  rseq/      mode choice and area registration (mod), the asm sections

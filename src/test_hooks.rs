@@ -247,17 +247,17 @@ pub fn restarts() -> [u64; cs::NUM_SITES] {
 /// included); `RSEQALLOC_TEST_RESERVATION=<bytes>` in the environment at
 /// load time sets their size, so a test can make the heap cross many.
 pub fn arena_reservations() -> u64 {
-    crate::backend::pagemap::reservations()
+    crate::backend::page_heap::HEAP.reservations()
 }
 
 /// The window every reservation lies in: (base, bytes).
 pub fn arena_window() -> (usize, usize) {
-    crate::backend::pagemap::arena()
+    crate::backend::page_heap::HEAP.map().window()
 }
 
 /// The size class's size if `p` lies in a small span (the class map's
 /// answer: None for medium and large blocks, free granules and anything
 /// that is not ours).
 pub fn class_size_at(p: *const u8) -> Option<usize> {
-    crate::backend::pagemap::class_of(p).map(|class| class.size())
+    crate::backend::page_heap::HEAP.map().class_of(p).map(|class| class.size())
 }

@@ -18,11 +18,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::pagemap::{self, RunAt, GRANULE};
+use crate::backend::page_heap::{PageHeap, HEAP};
+use crate::backend::pagemap::{RunAt, CHUNK_GRANULES, GRANULE};
 
 /// The largest medium block (and the largest alignment a medium run honours).
 pub const MAX_MEDIUM: usize = 1 << 20;
-const _: () = assert!(MAX_MEDIUM / GRANULE <= pagemap::CHUNK_GRANULES / 2);
+const _: () = assert!(MAX_MEDIUM / GRANULE <= CHUNK_GRANULES / 2);
 
 /// What a new block is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +37,15 @@ pub enum Intent {
     Growing,
 }
 
-/// Bytes of live medium runs (whole granules).
-static IN_USE: AtomicU64 = AtomicU64::new(0);
+/// Medium blocks from one page heap.
+pub struct MediumRuns<'h> {
+    heap: &'h PageHeap,
+    /// Bytes of live medium runs (whole granules).
+    in_use: AtomicU64,
+}
+
+/// The process's medium blocks.
+pub static MEDIUM: MediumRuns<'static> = MediumRuns::new(&HEAP);
 
 /// Whether a block of `size` bytes at `align` is served here (the caller has
 /// ruled out the size classes).
@@ -50,24 +58,91 @@ fn granules(size: usize) -> usize {
     size.div_ceil(GRANULE).max(1)
 }
 
-/// Takes a run for `size` bytes at `align` (as `fits`) for `intent`; a
-/// zeroed block's first `size` bytes are written only where granules may be
-/// dirty. The caller brought the allocator up. Null if the arena is exhausted
-/// (the caller maps instead).
-pub fn alloc(size: usize, align: usize, intent: Intent) -> *mut u8 {
-    debug_assert!(fits(size, align));
-    let n = granules(size);
-    let room = if intent == Intent::Growing { MAX_MEDIUM / GRANULE } else { n };
-    let Some((g, clean)) = pagemap::alloc_run(n, granules(align), room) else {
-        return core::ptr::null_mut();
-    };
-    IN_USE.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
-    let block = pagemap::granule_base(g);
-    if intent == Intent::Zeroed {
-        // SAFETY: the run was just taken for us and is n granules long.
-        unsafe { zero_dirty(block, size, !clean & (((1u64 << n) - 1) as u32)) };
+impl<'h> MediumRuns<'h> {
+    /// No blocks yet, taking runs from `heap`.
+    pub const fn new(heap: &'h PageHeap) -> MediumRuns<'h> {
+        MediumRuns { heap, in_use: AtomicU64::new(0) }
     }
-    block
+
+    /// Takes a run for `size` bytes at `align` (as `fits`) for `intent`; a
+    /// zeroed block's first `size` bytes are written only where granules may be
+    /// dirty. The caller brought the allocator up. Null if the arena is exhausted
+    /// (the caller maps instead).
+    pub fn alloc(&self, size: usize, align: usize, intent: Intent) -> *mut u8 {
+        debug_assert!(fits(size, align));
+        let n = granules(size);
+        let room = if intent == Intent::Growing { MAX_MEDIUM / GRANULE } else { n };
+        let Some((g, clean)) = self.heap.alloc_run(n, granules(align), room) else {
+            return core::ptr::null_mut();
+        };
+        self.in_use.fetch_add((n * GRANULE) as u64, Ordering::Relaxed);
+        let block = self.heap.map().granule_base(g);
+        if intent == Intent::Zeroed {
+            // SAFETY: the run was just taken for us and is n granules long.
+            unsafe { zero_dirty(block, size, !clean & (((1u64 << n) - 1) as u32)) };
+        }
+        block
+    }
+
+    /// Frees `p` if it starts a live medium run; returns false, touching
+    /// nothing, if it does not (re-checked under the page heap lock, so two
+    /// frees of one block cannot both succeed).
+    ///
+    /// # Safety
+    /// If `p` starts a live run, the caller gives the block up.
+    pub unsafe fn free(&self, p: *mut u8) -> bool {
+        if !matches!(self.heap.map().run_at(p), RunAt::Start { .. }) {
+            return false;
+        }
+        // SAFETY: the caller's guarantee passes on.
+        match unsafe { self.heap.free_run(p) } {
+            Some(n) => {
+                self.in_use.fetch_sub((n * GRANULE) as u64, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The usable size of the live run starting at `p` (whole granules), or
+    /// None if `p` starts no run. Anyone may ask; only the owner's answer is firm.
+    #[inline]
+    pub fn usable_size(&self, p: *const u8) -> Option<usize> {
+        match self.heap.map().run_at(p) {
+            RunAt::Start { n, .. } => Some(n * GRANULE),
+            _ => None,
+        }
+    }
+
+    /// Whether `p` points inside a medium run but not at its start (a
+    /// diagnostic's reason).
+    #[cfg(any(test, feature = "capi"))]
+    pub fn is_interior(&self, p: *const u8) -> bool {
+        self.heap.map().run_at(p) == RunAt::Inside
+    }
+
+    /// Resizes the medium block `p` in place to hold `new_size` (> MAX_SMALL,
+    /// ≤ MAX_MEDIUM) bytes: a shrink frees the run's tail, a growth takes the
+    /// free granules after it. Returns false, leaving the block alone, when the
+    /// neighbours are taken (the caller then moves the block).
+    ///
+    /// # Safety
+    /// `p` is a live medium block owned by the caller.
+    pub unsafe fn resize(&self, p: *mut u8, new_size: usize) -> bool {
+        let RunAt::Start { g, n } = self.heap.map().run_at(p) else { return false };
+        let m = granules(new_size);
+        // SAFETY: the caller owns the live run.
+        if m == n || unsafe { self.heap.resize_run(g, n, m) } {
+            self.in_use.fetch_add(((m * GRANULE) as u64).wrapping_sub((n * GRANULE) as u64), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Bytes of live medium runs.
+    pub fn in_use_bytes(&self) -> u64 {
+        self.in_use.load(Ordering::Relaxed)
+    }
 }
 
 /// Zeroes the first `size` bytes of the run at `block`, in the granules
@@ -95,62 +170,74 @@ unsafe fn zero_dirty(block: *mut u8, size: usize, mut dirty: u32) {
     }
 }
 
-/// Frees `p` if it starts a live medium run; returns false, touching
-/// nothing, if it does not (re-checked under the page heap lock, so two
-/// frees of one block cannot both succeed).
-///
-/// # Safety
-/// If `p` starts a live run, the caller gives the block up.
-pub unsafe fn free(p: *mut u8) -> bool {
-    if !matches!(pagemap::run_at(p), RunAt::Start { .. }) {
-        return false;
-    }
-    // SAFETY: the caller's guarantee passes on.
-    match unsafe { pagemap::free_run(p) } {
-        Some(n) => {
-            IN_USE.fetch_sub((n * GRANULE) as u64, Ordering::Relaxed);
-            true
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::page_heap::tests::test_heap;
+
+    #[test]
+    fn a_run_splits_its_tail_off_and_merges_it_back() {
+        let heap = test_heap();
+        let medium = MediumRuns::new(&heap);
+        let p = medium.alloc(3 * GRANULE + 1, 16, Intent::Plain);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % GRANULE, 0);
+        assert_eq!((medium.usable_size(p), medium.in_use_bytes()), (Some(4 * GRANULE), 4 * GRANULE as u64));
+        assert!(medium.is_interior(p.wrapping_add(GRANULE)) && !medium.is_interior(p));
+        assert_eq!(medium.usable_size(p.wrapping_add(GRANULE)), None);
+
+        // SAFETY: p is our live block.
+        assert!(unsafe { medium.resize(p, GRANULE) }, "a shrink always succeeds");
+        assert_eq!((medium.usable_size(p), medium.in_use_bytes()), (Some(GRANULE), GRANULE as u64));
+        let q = medium.alloc(2 * GRANULE, 16, Intent::Plain);
+        assert_eq!(q, p.wrapping_add(GRANULE), "the split-off tail serves the next block");
+        // SAFETY: p is ours; q sits right after it.
+        assert!(!unsafe { medium.resize(p, 2 * GRANULE) }, "no growth over a live neighbour");
+        // SAFETY: q is ours, freed once.
+        assert!(unsafe { medium.free(q) });
+        // SAFETY: p is ours.
+        assert!(unsafe { medium.resize(p, MAX_MEDIUM) }, "the freed neighbours merge into p");
+        assert_eq!((medium.usable_size(p), medium.in_use_bytes()), (Some(MAX_MEDIUM), MAX_MEDIUM as u64));
+        // SAFETY: p is ours; the second free must be refused.
+        unsafe {
+            assert!(medium.free(p));
+            assert!(!medium.free(p), "freed twice");
         }
-        None => false,
+        assert_eq!(medium.in_use_bytes(), 0);
+        assert_eq!(medium.usable_size(p), None);
     }
-}
 
-/// The usable size of the live run starting at `p` (whole granules), or
-/// None if `p` starts no run. Anyone may ask; only the owner's answer is firm.
-#[inline]
-pub fn usable_size(p: *const u8) -> Option<usize> {
-    match pagemap::run_at(p) {
-        RunAt::Start { n, .. } => Some(n * GRANULE),
-        _ => None,
+    #[test]
+    fn zeroed_blocks_read_as_zero_even_over_dirty_granules() {
+        let heap = test_heap();
+        let medium = MediumRuns::new(&heap);
+        let size = 2 * GRANULE + 100;
+        let p = medium.alloc(size, 16, Intent::Plain);
+        // SAFETY: p is our block of at least `size` bytes.
+        unsafe { core::ptr::write_bytes(p, 0xEE, size) };
+        // SAFETY: p is ours, freed once.
+        assert!(unsafe { medium.free(p) });
+        let z = medium.alloc(size, 16, Intent::Zeroed);
+        assert_eq!(z, p, "the dirty run is reused");
+        // SAFETY: z is our block of at least `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(z, size) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        // SAFETY: z is ours.
+        assert!(unsafe { medium.free(z) });
     }
-}
 
-/// Whether `p` points inside a medium run but not at its start (a
-/// diagnostic's reason).
-#[cfg(feature = "capi")]
-pub fn is_interior(p: *const u8) -> bool {
-    pagemap::run_at(p) == RunAt::Inside
-}
-
-/// Resizes the medium block `p` in place to hold `new_size` (> MAX_SMALL,
-/// ≤ MAX_MEDIUM) bytes: a shrink frees the run's tail, a growth takes the
-/// free granules after it. Returns false, leaving the block alone, when the
-/// neighbours are taken (the caller then moves the block).
-///
-/// # Safety
-/// `p` is a live medium block owned by the caller.
-pub unsafe fn resize(p: *mut u8, new_size: usize) -> bool {
-    let RunAt::Start { g, n } = pagemap::run_at(p) else { return false };
-    let m = granules(new_size);
-    // SAFETY: the caller owns the live run.
-    if m == n || unsafe { pagemap::resize_run(g, n, m) } {
-        IN_USE.fetch_add(((m * GRANULE) as u64).wrapping_sub((n * GRANULE) as u64), Ordering::Relaxed);
-        return true;
+    #[test]
+    fn a_growing_block_is_placed_where_it_can_grow_and_alignment_is_kept() {
+        let heap = test_heap();
+        let medium = MediumRuns::new(&heap);
+        let small = medium.alloc(GRANULE, 16, Intent::Plain);
+        let growing = medium.alloc(GRANULE, 16, Intent::Growing);
+        // SAFETY: `growing` is ours.
+        assert!(unsafe { medium.resize(growing, MAX_MEDIUM) }, "room for a whole MAX_MEDIUM run was left");
+        let aligned = medium.alloc(GRANULE, 8 * GRANULE, Intent::Plain);
+        assert_eq!(aligned as usize % (8 * GRANULE), 0);
+        // SAFETY: all three are ours, freed once.
+        unsafe { assert!(medium.free(small) && medium.free(growing) && medium.free(aligned)) };
+        assert_eq!(medium.in_use_bytes(), 0);
     }
-    false
-}
-
-/// Bytes of live medium runs.
-pub fn in_use_bytes() -> u64 {
-    IN_USE.load(Ordering::Relaxed)
 }

@@ -23,20 +23,20 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
             region.grow_locked(class, class.batch());
             // Declared here, not above: zeroing it costs as much as a hit.
             let mut buf = [core::ptr::null_mut(); MAX_BATCH];
-            let n = transfer::take(class, &mut buf[..class.batch()]);
+            let n = transfer::TRANSFER.take(class, &mut buf[..class.batch()]);
             if n == 0 {
                 return core::ptr::null_mut();
             }
             let kept = refill_locked(region, class, &buf[..n - 1]);
             if kept < n - 1 {
                 // SAFETY: the objects that did not fit are still ours.
-                unsafe { transfer::give(class, &buf[kept..n - 1]) };
+                unsafe { transfer::TRANSFER.give(class, &buf[kept..n - 1]) };
             }
             return buf[n - 1];
         }
     }
     let mut one = [core::ptr::null_mut()];
-    if transfer::take(class, &mut one) == 1 {
+    if transfer::TRANSFER.take(class, &mut one) == 1 {
         one[0]
     } else {
         core::ptr::null_mut()
@@ -71,11 +71,11 @@ pub unsafe fn free(class: SizeClass, p: *mut u8) {
             }
             buf[n] = p;
             // SAFETY: the popped objects and p are free objects of class.
-            return unsafe { transfer::give(class, &buf[..=n]) };
+            return unsafe { transfer::TRANSFER.give(class, &buf[..=n]) };
         }
     }
     // SAFETY: the caller gives up p.
-    unsafe { transfer::give(class, &[p]) }
+    unsafe { transfer::TRANSFER.give(class, &[p]) }
 }
 
 /// Pushes as many of `objects` as fit; returns how many.

@@ -46,7 +46,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     let Some(region) = rseq::current_index().and_then(region) else {
         // No usable index (registration failed): go to the middle end.
-        return if transfer::take(class, &mut buf[..1]) == 1 { buf[0] } else { core::ptr::null_mut() };
+        return if transfer::TRANSFER.take(class, &mut buf[..1]) == 1 { buf[0] } else { core::ptr::null_mut() };
     };
     prepare(region, class, true);
     // The stack may have been refilled meanwhile (another thread on this
@@ -56,7 +56,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     if !p.is_null() {
         return p;
     }
-    let n = transfer::take(class, &mut buf[..class.batch()]);
+    let n = transfer::TRANSFER.take(class, &mut buf[..class.batch()]);
     if n == 0 {
         return core::ptr::null_mut();
     }
@@ -65,7 +65,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     let pushed = unsafe { cs::rseqalloc_cs_push_batch(class.index(), buf.as_ptr(), rest) };
     if pushed < rest {
         // SAFETY: the objects the section did not take are still ours.
-        unsafe { transfer::give(class, &buf[pushed..rest]) };
+        unsafe { transfer::TRANSFER.give(class, &buf[pushed..rest]) };
     }
     buf[rest]
 }
@@ -89,10 +89,10 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
         let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), class.batch()) };
         buf[n] = p;
         // SAFETY: the popped objects and p are free objects of class.
-        return unsafe { transfer::give(class, &buf[..=n]) };
+        return unsafe { transfer::TRANSFER.give(class, &buf[..=n]) };
     }
     // SAFETY: the caller gives up p.
-    unsafe { transfer::give(class, &[p]) }
+    unsafe { transfer::TRANSFER.give(class, &[p]) }
 }
 
 /// Shrinks cache `idx` while its CPU may be allocating, as
@@ -102,7 +102,7 @@ pub fn shrink(idx: usize, plan: impl FnMut(SizeClass, ClassHeader) -> Option<usi
     resize(idx, plan, |class, objects| {
         // SAFETY: resize_locked spills objects it took out of the cache:
         // free objects of `class` that nobody else holds.
-        unsafe { transfer::give(class, objects) }
+        unsafe { transfer::TRANSFER.give(class, objects) }
     })
 }
 
@@ -128,7 +128,7 @@ pub fn drain(idx: usize) -> bool {
     // that emptied spans reach the page heap at the next decay step.
     let spill = |class, objects: &[*mut u8]| {
         // SAFETY: as in `shrink`.
-        unsafe { central::free_batch(class, objects) }
+        unsafe { central::CENTRAL.free_batch(class, objects) }
     };
     if resize(idx, |_, _| Some(0), spill) == 0 {
         return false;

@@ -8,7 +8,7 @@
 use core::ffi::c_int;
 
 use crate::backend::medium::Intent;
-use crate::backend::{large, medium, pagemap};
+use crate::backend::{large, medium, page_heap, pagemap};
 use crate::cache::percpu;
 use crate::front::check::{self, Bad};
 use crate::front::global;
@@ -112,7 +112,7 @@ pub(super) fn memalign_any(align: usize, size: usize) -> *mut u8 {
 /// `p` is NULL or a block the caller gives up (checked where possible).
 #[inline(always)]
 pub(super) unsafe fn free_any(op: &str, p: *mut u8) {
-    match pagemap::map_byte(p).and_then(|byte| SizeClass::object_at(byte, p as usize)) {
+    match page_heap::HEAP.map().map_byte(p).and_then(|byte| SizeClass::object_at(byte, p as usize)) {
         // SAFETY: object_at(p) is class.
         Some(class) => match unsafe { check::take(p, class) } {
             // SAFETY: a block that passes `take` is an object of `class`
@@ -146,11 +146,11 @@ unsafe fn free_other(op: &str, p: *mut u8) {
 
 /// The usable size of a live block, or why `p` is not one.
 pub(super) fn usable(p: *const u8) -> Result<usize, Bad> {
-    if let Some(class) = pagemap::class_of(p) {
+    if let Some(class) = page_heap::HEAP.map().class_of(p) {
         // SAFETY: class_of(p) is class.
         return unsafe { check::is_live(p, class) }.map(|()| class.size());
     }
-    if let Some(size) = medium::usable_size(p) {
+    if let Some(size) = medium::MEDIUM.usable_size(p) {
         return Ok(size);
     }
     if large::is_live(p) {
@@ -172,7 +172,7 @@ pub(super) unsafe fn resize(p: *mut u8, size: usize) -> *mut u8 {
             return fail(libc::ENOMEM); // with RSEQALLOC_BAD_FREE=leak
         }
     };
-    match pagemap::class_of(p) {
+    match page_heap::HEAP.map().class_of(p) {
         // The block still fits its class: a later free finds the same class.
         Some(class) if SizeClass::of(size) == Some(class) => return p,
         Some(_) => {}

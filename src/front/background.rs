@@ -40,7 +40,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::backend::{large, pagemap};
+use crate::backend::{large, page_heap};
 use crate::cache::percpu;
 use crate::cache::region::{self, MAX_CPUS};
 use crate::middle::{central, transfer};
@@ -69,7 +69,7 @@ const RUNNING: u8 = 2;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static THREAD: AtomicU8 = AtomicU8::new(NOT_STARTED);
-/// `pagemap::heap_frees()` when the slow paths last looked.
+/// `page_heap::HEAP.heap_frees()` when the slow paths last looked.
 static HEAP_FREES_SEEN: AtomicU64 = AtomicU64::new(0);
 /// When a start was last refused because the process had no thread of its
 /// own (asked again after `CHECK_NS`).
@@ -82,7 +82,7 @@ static ACTIVE_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS
 
 /// Takes the options (init).
 pub fn init(config: &Config) {
-    pagemap::set_decay_ns(config.decay_ms as u64 * 1_000_000);
+    page_heap::HEAP.set_decay_ns(config.decay_ms as u64 * 1_000_000);
     ENABLED.store(config.background, Ordering::Relaxed);
 }
 
@@ -152,7 +152,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 
 /// The time between ticks: the decay period, at most `MAX_TICK_NS`.
 fn tick_ns() -> u64 {
-    match pagemap::decay_ns() {
+    match page_heap::HEAP.decay_ns() {
         0 => MAX_TICK_NS,
         decay => decay.min(MAX_TICK_NS),
     }
@@ -163,16 +163,16 @@ fn tick_ns() -> u64 {
 /// objects in the transfer caches or empty spans kept by a class; with a
 /// decay, free pages or cached mappings still to give back.
 fn tick(now: u64) -> bool {
-    let decay = pagemap::decay_ns();
+    let decay = page_heap::HEAP.decay_ns();
     let caches = (0..region::ncpu()).fold(false, |busy, idx| tend_cache(idx, now, decay) | busy);
-    transfer::plunder();
-    central::release_idle();
-    if pagemap::decay_step(now, usize::MAX) {
+    transfer::TRANSFER.plunder();
+    central::CENTRAL.release_idle();
+    if page_heap::HEAP.decay_step(now, usize::MAX) {
         large::release_cached(decay);
     }
     caches
-        || SizeClass::all().any(|class| transfer::held(class) != 0 || central::spares(class) != 0)
-        || decay != 0 && (pagemap::free_backed_bytes() != 0 || large::cached_bytes() != 0)
+        || SizeClass::all().any(|class| transfer::TRANSFER.held(class) != 0 || central::CENTRAL.spares(class) != 0)
+        || decay != 0 && (page_heap::HEAP.free_backed_bytes() != 0 || large::cached_bytes() != 0)
 }
 
 /// Drains cache `idx` if it has been idle for `IDLE_DECAYS` decay periods;
@@ -234,8 +234,8 @@ pub fn on_heap_free() {
             return;
         }
     }
-    if pagemap::decay_step(now, SLOW_PATH_CHUNKS) {
-        central::release_idle();
+    if page_heap::HEAP.decay_step(now, SLOW_PATH_CHUNKS) {
+        central::CENTRAL.release_idle();
     }
 }
 
@@ -243,7 +243,7 @@ pub fn on_heap_free() {
 /// granules in the page heap, and the spans classes keep empty (they reach
 /// the page heap at the next decay step once unused).
 fn waiting_bytes() -> u64 {
-    pagemap::free_backed_bytes() + central::spare_bytes()
+    page_heap::HEAP.free_backed_bytes() + central::CENTRAL.spare_bytes()
 }
 
 /// After a cache slow path: if granules went back to the page heap or a
@@ -251,7 +251,7 @@ fn waiting_bytes() -> u64 {
 /// span), `on_heap_free`. Two loads and a compare when nothing did.
 #[inline]
 pub fn after_slow_path() {
-    let frees = pagemap::heap_frees().wrapping_add(central::spans_kept());
+    let frees = page_heap::HEAP.heap_frees().wrapping_add(central::CENTRAL.spans_kept());
     if HEAP_FREES_SEEN.load(Ordering::Relaxed) != frees {
         HEAP_FREES_SEEN.store(frees, Ordering::Relaxed);
         on_heap_free();
@@ -264,7 +264,7 @@ pub fn after_slow_path() {
 /// cached large mappings given back. Returns the bytes given back.
 pub fn release_all() -> usize {
     percpu::drain_all();
-    transfer::drain();
-    central::release_all();
-    pagemap::release_free() + large::release_cached(0)
+    transfer::TRANSFER.drain();
+    central::CENTRAL.release_all();
+    page_heap::HEAP.release_free() + large::release_cached(0)
 }

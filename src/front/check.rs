@@ -27,7 +27,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::backend::pagemap;
+use crate::backend::page_heap;
 use crate::platform::config::{BadFree, Config};
 use crate::platform::os;
 use crate::platform::size_class::SizeClass;
@@ -59,7 +59,7 @@ pub enum Bad {
 pub fn init(config: &Config) {
     LEAK.store(config.bad_free == BadFree::Leak, Ordering::Relaxed);
     if config.checked {
-        let (_, arena_bytes) = pagemap::arena();
+        let (_, arena_bytes) = page_heap::HEAP.map().window();
         let bitmap = os::map_sparse(arena_bytes / 128);
         if bitmap.is_null() {
             os::write_stderr(b"rseqalloc: RSEQALLOC_CHECK=1, but no memory for the bitmap; not checking\n");
@@ -193,7 +193,7 @@ pub fn report(op: &str, p: *const u8, why: Bad) -> bool {
 /// medium run but not where a block starts, or not ours (a freed medium or
 /// large block looks like this too).
 pub fn judge_other(p: *const u8) -> Bad {
-    if pagemap::class_of(p).is_some() || crate::backend::medium::is_interior(p) {
+    if page_heap::HEAP.map().class_of(p).is_some() || crate::backend::medium::MEDIUM.is_interior(p) {
         Bad::Interior
     } else {
         Bad::Foreign
@@ -216,13 +216,13 @@ const _: () = assert!(STAMP_OFFSET as i64 == crate::rseq::abi::header::OBJ_OFF_S
 
 /// Whether `p` lies in the arena (the bitmap covers nothing else).
 fn in_arena(p: *const u8) -> bool {
-    let (base, bytes) = pagemap::arena();
+    let (base, bytes) = page_heap::HEAP.map().window();
     (p as usize).wrapping_sub(base) < bytes
 }
 
 /// The bitmap word and bit of the object starting at `p`.
 fn bit_of(p: *const u8) -> (&'static AtomicU8, u8) {
-    let (base, _) = pagemap::arena();
+    let (base, _) = page_heap::HEAP.map().window();
     let index = (p as usize - base) >> 4;
     // SAFETY: p is in the arena, and the bitmap has a bit per 16 bytes of
     // it; it is never unmapped.

@@ -217,7 +217,7 @@ pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
     // the options it follows (the decay, the background thread) are read
     // at bring-up all the same. Without an arena, mappings still work.
     if init::ensure() && medium::fits(size, align) {
-        let p = medium::alloc(size, align, intent);
+        let p = medium::MEDIUM.alloc(size, align, intent);
         if !p.is_null() {
             return p;
         }
@@ -232,7 +232,7 @@ pub(crate) fn alloc_big(size: usize, align: usize, intent: Intent) -> *mut u8 {
 /// If `p` is a live medium or large block, the caller gives it up.
 pub(crate) unsafe fn free_big(p: *mut u8) -> bool {
     // SAFETY: the caller's guarantee passes on.
-    if unsafe { medium::free(p) } {
+    if unsafe { medium::MEDIUM.free(p) } {
         background::on_heap_free();
         return true;
     }
@@ -253,9 +253,9 @@ pub(crate) unsafe fn free_big(p: *mut u8) -> bool {
 /// `p` is a live medium or large block, given up on Some; no size class
 /// serves `new_size` at the block's alignment.
 pub(crate) unsafe fn resize_big(p: *mut u8, new_size: usize) -> Option<*mut u8> {
-    if medium::usable_size(p).is_some() {
+    if medium::MEDIUM.usable_size(p).is_some() {
         // SAFETY: the caller's guarantee.
-        return (new_size <= MAX_MEDIUM && unsafe { medium::resize(p, new_size) }).then_some(p);
+        return (new_size <= MAX_MEDIUM && unsafe { medium::MEDIUM.resize(p, new_size) }).then_some(p);
     }
     // SAFETY: not medium, so the caller's guarantee makes it large.
     unsafe { large::can_remap(p) }.then(|| unsafe { large::realloc(p, new_size) }).filter(|q| !q.is_null())
@@ -279,10 +279,10 @@ pub(crate) unsafe fn resize_big(p: *mut u8, new_size: usize) -> Option<*mut u8> 
 /// }
 /// ```
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
-    match crate::backend::pagemap::class_of(ptr) {
+    match crate::backend::page_heap::HEAP.map().class_of(ptr) {
         Some(class) => class.size(),
         // SAFETY: the caller guarantees a live block; not small or medium,
         // so large.
-        None => medium::usable_size(ptr).unwrap_or_else(|| unsafe { large::usable_size(ptr as *mut u8) }),
+        None => medium::MEDIUM.usable_size(ptr).unwrap_or_else(|| unsafe { large::usable_size(ptr as *mut u8) }),
     }
 }

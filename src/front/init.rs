@@ -18,7 +18,7 @@
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crate::backend::{pagemap, registry};
+use crate::backend::{page_heap, registry};
 use crate::cache::region::{self, MAX_CPUS};
 use crate::front::{background, stats};
 use crate::middle::{central, transfer};
@@ -84,7 +84,7 @@ fn this_thread() -> usize {
 fn bring_up() -> bool {
     let config = Config::load();
     let ncpu = os::possible_cpus().map_or(MAX_CPUS, |n| n.min(MAX_CPUS));
-    if !pagemap::init(central::release_for_growth) {
+    if !page_heap::HEAP.init(|| central::CENTRAL.release_for_growth()) {
         return false;
     }
     let Some(slabs) = region::map_slabs(ncpu, config.cpu_cache_bytes) else {
@@ -157,9 +157,9 @@ extern "C" fn fork_prepare() {
         os::yield_now();
     }
     region::lock_all();
-    transfer::lock_all();
-    central::lock_all();
-    pagemap::lock_all();
+    transfer::TRANSFER.lock_all();
+    central::CENTRAL.lock_all();
+    page_heap::HEAP.lock_all();
     registry::lock_all();
 }
 
@@ -170,9 +170,9 @@ extern "C" fn fork_release() {
     // on the thread it was copied from).
     unsafe {
         registry::unlock_all();
-        pagemap::unlock_all();
-        central::unlock_all();
-        transfer::unlock_all();
+        page_heap::HEAP.unlock_all();
+        central::CENTRAL.unlock_all();
+        transfer::TRANSFER.unlock_all();
         region::unlock_all();
     }
 }

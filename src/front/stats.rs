@@ -21,7 +21,7 @@ use crate::platform::os::Line;
 use crate::platform::size_class::{SizeClass, NUM_CLASSES};
 #[cfg(rseqalloc_percpu)]
 use crate::{
-    backend::{large, medium, pagemap},
+    backend::{large, medium, page_heap},
     cache::percpu,
     cache::region::{self, Region},
     front::background,
@@ -356,13 +356,13 @@ pub fn snapshot() -> Stats {
     let mut s = Stats::empty(rseq::mode());
     s.cache_index = rseq::cache_index();
     s.caches = region::ncpu();
-    s.medium_bytes = medium::in_use_bytes();
+    s.medium_bytes = medium::MEDIUM.in_use_bytes();
     s.large_cached_bytes = large::cached_bytes();
-    s.bytes_released = pagemap::released_bytes();
-    s.free_span_bytes = pagemap::free_backed_bytes();
+    s.bytes_released = page_heap::HEAP.released_bytes();
+    s.free_span_bytes = page_heap::HEAP.free_backed_bytes();
     s.drains = percpu::drain_count();
     s.fences = fence::count();
-    s.purges = pagemap::purge_count();
+    s.purges = page_heap::HEAP.purge_count();
     s.background_thread = background::running();
     s.bad_frees = bad_frees();
     s.config = config::in_force();
@@ -398,18 +398,18 @@ pub fn snapshot() -> Stats {
             s.per_cpu_len += 1;
         }
     }
-    (s.batches_out, s.batches_in) = transfer::batch_counts();
-    (s.spans_carved, s.spans_released, s.spans_reused) = central::span_counts();
-    s.spare_bytes = central::spare_bytes();
+    (s.batches_out, s.batches_in) = transfer::TRANSFER.batch_counts();
+    (s.spans_carved, s.spans_released, s.spans_reused) = central::CENTRAL.span_counts();
+    s.spare_bytes = central::CENTRAL.spare_bytes();
     let mut handed_out = 0u64;
     for (slot, class) in s.per_class.iter_mut().zip(SizeClass::all()) {
         let size = class.size() as u64;
-        slot.transfer_cached = transfer::held(class);
+        slot.transfer_cached = transfer::TRANSFER.held(class);
         s.transfer_bytes += slot.transfer_cached * size;
-        handed_out += central::outstanding(class) * size;
+        handed_out += central::CENTRAL.outstanding(class) * size;
     }
     let (large_mapped, large_in_use, large_blocks) = large::totals();
-    s.arena_bytes = pagemap::mapped_bytes();
+    s.arena_bytes = page_heap::HEAP.mapped_bytes();
     s.bytes_mapped = s.arena_bytes.saturating_sub(s.bytes_released) + large_mapped;
     s.bytes_in_use =
         handed_out.saturating_sub(s.transfer_bytes + s.totals.cached_bytes) + large_in_use + s.medium_bytes;

@@ -19,21 +19,22 @@
 //! them all back at once. Before the page heap grows, every class's spares
 //! go back to it, so memory one class emptied still serves the other classes
 //! and medium blocks first.
+//!
+//! The process has one central slab, `CENTRAL`; a test may build its own
+//! over a page heap of its own.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::pagemap::{self, Span};
+use crate::backend::page_heap::{PageHeap, HEAP};
+use crate::backend::pagemap::{self, SpanList, GRANULE};
 use crate::platform::size_class::{SizeClass, NUM_CLASSES};
 use crate::platform::sync::{CacheLine, SpinLock};
 
-/// A class's spans that are not fully handed out (granule + 1; 0 = none).
-struct SpanList {
-    /// Spans with free objects and some handed out, linked through `next`
-    /// and `prev`.
-    head: u32,
-    /// Empty spans kept for reuse, linked through `next`.
-    spare: u32,
-    /// Spans on the `spare` stack.
+/// What a class's lock guards: its spans (which give access to their
+/// metadata) and the bookkeeping of its spares.
+struct Spans {
+    list: SpanList,
+    /// Spans on the spare stack.
     spares: u32,
     /// The fewest spares held since the last `release_idle`: that many sat
     /// unused.
@@ -49,24 +50,25 @@ struct Class {
     /// Objects handed out of spans and not returned (stats); written only
     /// under the lock, so with a plain load and store.
     outstanding: AtomicU64,
-    /// Spans on the `spare` stack (stats); written only under the lock.
+    /// Spans on the spare stack (stats); written only under the lock.
     spares: AtomicU64,
-    spans: SpinLock<SpanList>,
+    spans: SpinLock<Spans>,
 }
 
-static CLASSES: [CacheLine<Class>; NUM_CLASSES] = [const {
-    CacheLine(Class {
-        outstanding: AtomicU64::new(0),
-        spares: AtomicU64::new(0),
-        spans: SpinLock::new(SpanList { head: 0, spare: 0, spares: 0, low: 0, taken: false }),
-    })
-}; NUM_CLASSES];
-static SPANS_CARVED: AtomicU64 = AtomicU64::new(0);
-static SPANS_RELEASED: AtomicU64 = AtomicU64::new(0);
-static SPANS_REUSED: AtomicU64 = AtomicU64::new(0);
-/// Spans that became spares (so that the background can tell memory came
-/// back, as it tells from the page heap's frees).
-static SPANS_KEPT: AtomicU64 = AtomicU64::new(0);
+/// The central slab over one page heap.
+pub struct CentralSlab<'h> {
+    heap: &'h PageHeap,
+    classes: [CacheLine<Class>; NUM_CLASSES],
+    spans_carved: AtomicU64,
+    spans_released: AtomicU64,
+    spans_reused: AtomicU64,
+    /// Spans that became spares (so that the background can tell memory
+    /// came back, as it tells from the page heap's frees).
+    spans_kept: AtomicU64,
+}
+
+/// The process's central slab.
+pub static CENTRAL: CentralSlab<'static> = CentralSlab::new(&HEAP);
 
 /// Adds `n` to a counter that only the holder of its class lock writes
 /// (no lock prefix: readers only ever need a recent value).
@@ -74,259 +76,351 @@ fn add_locked(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
-/// Fills `out` with objects of `class`: from the listed spans, then the
-/// spares, then new spans. Returns how many it got: fewer than `out.len()`
-/// only when memory runs out.
-pub fn alloc_batch(class: SizeClass, out: &mut [*mut u8]) -> usize {
-    let state = &CLASSES[class.index()];
-    let mut list = state.spans.lock();
-    list.taken = true;
-    let mut got = 0;
-    while got < out.len() {
-        let g = match list.head {
-            0 => {
-                let g = match list.take_spare() {
-                    Some(g) => {
-                        SPANS_REUSED.fetch_add(1, Ordering::Relaxed);
-                        state.spares.store(list.spares as u64, Ordering::Relaxed);
-                        g
-                    }
-                    None => match pagemap::alloc_span(class) {
+impl<'h> CentralSlab<'h> {
+    /// An empty central slab taking its spans from `heap`.
+    pub const fn new(heap: &'h PageHeap) -> CentralSlab<'h> {
+        CentralSlab {
+            heap,
+            classes: [const {
+                CacheLine(Class {
+                    outstanding: AtomicU64::new(0),
+                    spares: AtomicU64::new(0),
+                    spans: SpinLock::new(Spans { list: SpanList::new(), spares: 0, low: 0, taken: false }),
+                })
+            }; NUM_CLASSES],
+            spans_carved: AtomicU64::new(0),
+            spans_released: AtomicU64::new(0),
+            spans_reused: AtomicU64::new(0),
+            spans_kept: AtomicU64::new(0),
+        }
+    }
+
+    /// Fills `out` with objects of `class`: from the listed spans, then the
+    /// spares, then new spans. Returns how many it got: fewer than
+    /// `out.len()` only when memory runs out.
+    pub fn alloc_batch(&self, class: SizeClass, out: &mut [*mut u8]) -> usize {
+        let map = self.heap.map();
+        let state = &self.classes[class.index()];
+        let mut spans = state.spans.lock();
+        spans.taken = true;
+        let mut got = 0;
+        while got < out.len() {
+            let g = match spans.list.head() {
+                Some(g) => g,
+                None => {
+                    let g = match spans.take_spare(map) {
                         Some(g) => {
-                            SPANS_CARVED.fetch_add(1, Ordering::Relaxed);
+                            self.spans_reused.fetch_add(1, Ordering::Relaxed);
+                            state.spares.store(spans.spares as u64, Ordering::Relaxed);
                             g
                         }
-                        None => break,
-                    },
-                };
-                // SAFETY: a span of this class that no list holds and none
-                // of whose objects is handed out; the class lock owns it.
-                let span = unsafe { pagemap::span(g) };
-                *span = Span {
-                    free: core::ptr::null_mut(),
-                    bump: 0,
-                    capacity: (class.span_granules() * pagemap::GRANULE / class.size()) as u32,
-                    allocated: 0,
-                    next: 0,
-                    prev: 0,
-                    listed: false,
-                };
-                list.push_front(g);
-                g
-            }
-            head => head as usize - 1,
-        };
-        // SAFETY: g heads this class's list; we hold the class lock.
-        let span = unsafe { pagemap::span(g) };
-        let base = pagemap::granule_base(g);
-        while got < out.len() {
-            let obj = if !span.free.is_null() {
-                let obj = span.free;
-                // SAFETY: a free object of this span stores the next free one
-                // in its first word (written by `free_batch`).
-                span.free = unsafe { *(obj as *mut *mut u8) };
-                obj
-            } else if span.bump < span.capacity {
-                // SAFETY: bump < capacity keeps the object inside the span.
-                let obj = unsafe { base.add(span.bump as usize * class.size()) };
-                span.bump += 1;
-                obj
-            } else {
-                break;
+                        None => match self.heap.alloc_span(class) {
+                            Some(g) => {
+                                self.spans_carved.fetch_add(1, Ordering::Relaxed);
+                                g
+                            }
+                            None => break,
+                        },
+                    };
+                    let capacity = (class.span_granules() * GRANULE / class.size()) as u32;
+                    // SAFETY: a span of this class that no list holds and
+                    // none of whose objects is handed out.
+                    unsafe { spans.list.adopt(map, g, capacity) };
+                    g
+                }
             };
-            out[got] = obj;
-            got += 1;
-            span.allocated += 1;
-        }
-        if span.free.is_null() && span.bump == span.capacity {
-            list.unlink(g);
-        }
-    }
-    // A CPU cache pops a refill last object first: reversed, the objects of
-    // a span come out in address order, which the hardware prefetcher
-    // follows when the program walks them in the order it got them.
-    out[..got].reverse();
-    add_locked(&state.outstanding, got as u64);
-    got
-}
-
-/// Returns objects of `class` to their spans; spans left empty become the
-/// class's spares.
-///
-/// # Safety
-/// Every object is a currently allocated object of `class` that the caller
-/// gives up.
-pub unsafe fn free_batch(class: SizeClass, objects: &[*mut u8]) {
-    let state = &CLASSES[class.index()];
-    let mut list = state.spans.lock();
-    for &obj in objects {
-        let Some(g) = pagemap::granule_of(obj) else { continue };
-        let g = pagemap::span_start(g, class);
-        // SAFETY: the caller guarantees obj belongs to a live span of this
-        // class, whose metadata this class's lock owns.
-        let span = unsafe { pagemap::span(g) };
-        // SAFETY: obj is a free object of at least 16 bytes.
-        unsafe { *(obj as *mut *mut u8) = span.free };
-        span.free = obj;
-        span.allocated -= 1;
-        if span.allocated == 0 {
-            if span.listed {
-                list.unlink(g);
+            // SAFETY: g heads this class's list.
+            let span = unsafe { spans.list.span(map, g) };
+            let base = map.granule_base(g);
+            while got < out.len() {
+                let obj = if !span.free.is_null() {
+                    let obj = span.free;
+                    // SAFETY: a free object of this span stores the next free
+                    // one in its first word (written by `free_batch`).
+                    span.free = unsafe { *(obj as *mut *mut u8) };
+                    obj
+                } else if span.bump < span.capacity {
+                    // SAFETY: bump < capacity keeps the object inside the span.
+                    let obj = unsafe { base.add(span.bump as usize * class.size()) };
+                    span.bump += 1;
+                    obj
+                } else {
+                    break;
+                };
+                out[got] = obj;
+                got += 1;
+                span.allocated += 1;
             }
-            list.push_spare(g);
-        } else if !span.listed {
-            list.push_front(g);
+            if span.free.is_null() && span.bump == span.capacity {
+                // SAFETY: g is listed (it heads the list).
+                unsafe { spans.list.unlink(map, g) };
+            }
         }
-    }
-    add_locked(&state.outstanding, (objects.len() as u64).wrapping_neg());
-    state.spares.store(list.spares as u64, Ordering::Relaxed);
-}
-
-/// Gives the page heap, per class, the spares that sat unused since the
-/// previous call (the decay step), or all of them if nothing was taken from
-/// the class meanwhile (it only freed: not in steady use), so that a class
-/// that went idle keeps none. Returns whether any went back.
-pub fn release_idle() -> bool {
-    SizeClass::all().fold(false, |any, class| {
-        release_spares(class, |list| if core::mem::take(&mut list.taken) { list.low } else { u32::MAX }) | any
-    })
-}
-
-/// Gives every class's spares to the page heap (`release()`).
-pub fn release_all() {
-    SizeClass::all().for_each(|class| {
-        release_spares(class, |_| u32::MAX);
-    });
-}
-
-/// Gives every class's spares to the page heap before it grows (its
-/// `before_grow`, set by init): memory one class emptied serves the other
-/// classes and medium blocks first. Classes whose lock is busy are skipped:
-/// the caller may hold one (a class carving a span), and two callers must
-/// not wait for each other.
-pub fn release_for_growth() {
-    for class in SizeClass::all().filter(|&c| spares(c) != 0) {
-        let state = &CLASSES[class.index()];
-        if let Some(mut list) = state.spans.try_lock() {
-            list.release(class, u32::MAX);
-            state.spares.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Gives `count(list)` of `class`'s spares to the page heap, then starts a
-/// new low-water mark. Returns whether any went back.
-fn release_spares(class: SizeClass, count: impl FnOnce(&mut SpanList) -> u32) -> bool {
-    let state = &CLASSES[class.index()];
-    let mut list = state.spans.lock();
-    let n = count(&mut list);
-    let any = list.release(class, n);
-    state.spares.store(list.spares as u64, Ordering::Relaxed);
-    any
-}
-
-/// Takes every class's lock (fork prepare).
-pub fn lock_all() {
-    CLASSES.iter().for_each(|c| c.spans.acquire());
-}
-
-/// Drops the locks `lock_all` took.
-///
-/// # Safety
-/// As for `SpinLock::release`: this thread called `lock_all`.
-pub unsafe fn unlock_all() {
-    // SAFETY: the caller's guarantee.
-    CLASSES.iter().for_each(|c| unsafe { c.spans.release() });
-}
-
-/// Objects of `class` handed out by the central slab and not returned.
-pub fn outstanding(class: SizeClass) -> u64 {
-    CLASSES[class.index()].outstanding.load(Ordering::Relaxed)
-}
-
-/// Empty spans `class` keeps for reuse.
-pub fn spares(class: SizeClass) -> u64 {
-    CLASSES[class.index()].spares.load(Ordering::Relaxed)
-}
-
-/// Bytes of the empty spans all classes keep for reuse.
-pub fn spare_bytes() -> u64 {
-    SizeClass::all().map(|class| spares(class) * (class.span_granules() * pagemap::GRANULE) as u64).sum()
-}
-
-/// Spans that became spares so far.
-pub fn spans_kept() -> u64 {
-    SPANS_KEPT.load(Ordering::Relaxed)
-}
-
-/// Spans carved from the page heap, spans returned to it, and spares
-/// carved again, so far.
-pub fn span_counts() -> (u64, u64, u64) {
-    (SPANS_CARVED.load(Ordering::Relaxed), SPANS_RELEASED.load(Ordering::Relaxed), SPANS_REUSED.load(Ordering::Relaxed))
-}
-
-impl SpanList {
-    fn push_front(&mut self, g: usize) {
-        // SAFETY: g is a span of this list's class; the caller holds the
-        // class lock, which owns its metadata.
-        let span = unsafe { pagemap::span(g) };
-        span.prev = 0;
-        span.next = self.head;
-        span.listed = true;
-        if self.head != 0 {
-            // SAFETY: as above, for the old head.
-            unsafe { pagemap::span(self.head as usize - 1) }.prev = g as u32 + 1;
-        }
-        self.head = g as u32 + 1;
+        // A CPU cache pops a refill last object first: reversed, the objects
+        // of a span come out in address order, which the hardware prefetcher
+        // follows when the program walks them in the order it got them.
+        out[..got].reverse();
+        add_locked(&state.outstanding, got as u64);
+        got
     }
 
-    fn unlink(&mut self, g: usize) {
-        // SAFETY: as in push_front; g is listed, so its neighbours are too.
-        let span = unsafe { pagemap::span(g) };
-        let (prev, next) = (span.prev, span.next);
-        span.listed = false;
-        if prev == 0 {
-            self.head = next;
-        } else {
-            // SAFETY: as above.
-            unsafe { pagemap::span(prev as usize - 1) }.next = next;
+    /// Returns objects of `class` to their spans; spans left empty become
+    /// the class's spares.
+    ///
+    /// # Safety
+    /// Every object is a currently allocated object of `class` from this
+    /// slab that the caller gives up.
+    pub unsafe fn free_batch(&self, class: SizeClass, objects: &[*mut u8]) {
+        let map = self.heap.map();
+        let state = &self.classes[class.index()];
+        let mut spans = state.spans.lock();
+        for &obj in objects {
+            let Some(g) = map.granule_of(obj) else { continue };
+            let g = pagemap::span_start(g, class);
+            // SAFETY: the caller guarantees obj belongs to a live span of
+            // this class, so g starts one.
+            let span = unsafe { spans.list.span(map, g) };
+            // SAFETY: obj is a free object of at least 16 bytes.
+            unsafe { *(obj as *mut *mut u8) = span.free };
+            span.free = obj;
+            span.allocated -= 1;
+            let emptied = span.allocated == 0;
+            // SAFETY: as above, for every use of g below.
+            unsafe {
+                let listed = spans.list.is_listed(map, g);
+                if emptied {
+                    if listed {
+                        spans.list.unlink(map, g);
+                    }
+                    // All of the span's objects are back and it is unlinked.
+                    spans.list.push_spare(map, g);
+                    spans.spares += 1;
+                    self.spans_kept.fetch_add(1, Ordering::Relaxed);
+                } else if !listed {
+                    spans.list.push_front(map, g);
+                }
+            }
         }
-        if next != 0 {
-            // SAFETY: as above.
-            unsafe { pagemap::span(next as usize - 1) }.prev = prev;
+        add_locked(&state.outstanding, (objects.len() as u64).wrapping_neg());
+        state.spares.store(spans.spares as u64, Ordering::Relaxed);
+    }
+
+    /// Gives the page heap, per class, the spares that sat unused since the
+    /// previous call (the decay step), or all of them if nothing was taken
+    /// from the class meanwhile (it only freed: not in steady use), so that
+    /// a class that went idle keeps none. Returns whether any went back.
+    pub fn release_idle(&self) -> bool {
+        SizeClass::all().fold(false, |any, class| {
+            self.release_spares(class, |spans| if core::mem::take(&mut spans.taken) { spans.low } else { u32::MAX })
+                | any
+        })
+    }
+
+    /// Gives every class's spares to the page heap (`release()`).
+    pub fn release_all(&self) {
+        SizeClass::all().for_each(|class| {
+            self.release_spares(class, |_| u32::MAX);
+        });
+    }
+
+    /// Gives every class's spares to the page heap before it grows (its
+    /// `before_grow`, set by init): memory one class emptied serves the
+    /// other classes and medium blocks first. Classes whose lock is busy are
+    /// skipped: the caller may hold one (a class carving a span), and two
+    /// callers must not wait for each other.
+    pub fn release_for_growth(&self) {
+        for class in SizeClass::all().filter(|&c| self.spares(c) != 0) {
+            let state = &self.classes[class.index()];
+            if let Some(mut spans) = state.spans.try_lock() {
+                self.release(&mut spans, class, u32::MAX);
+                state.spares.store(0, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Keeps the empty span `g` (in no list) as a spare.
-    fn push_spare(&mut self, g: usize) {
-        SPANS_KEPT.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as in push_front.
-        unsafe { pagemap::span(g) }.next = self.spare;
-        self.spare = g as u32 + 1;
-        self.spares += 1;
+    /// Gives `count(spans)` of `class`'s spares to the page heap, then
+    /// starts a new low-water mark. Returns whether any went back.
+    fn release_spares(&self, class: SizeClass, count: impl FnOnce(&mut Spans) -> u32) -> bool {
+        let state = &self.classes[class.index()];
+        let mut spans = state.spans.lock();
+        let n = count(&mut spans);
+        let any = self.release(&mut spans, class, n);
+        state.spares.store(spans.spares as u64, Ordering::Relaxed);
+        any
     }
 
-    /// Gives up to `n` spares of `class` (this list's) to the page heap and
+    /// Gives up to `n` of `class`'s spares (`spans`'s) to the page heap and
     /// starts a new low-water mark. Returns whether any went.
-    fn release(&mut self, class: SizeClass, n: u32) -> bool {
-        let n = n.min(self.spares);
+    fn release(&self, spans: &mut Spans, class: SizeClass, n: u32) -> bool {
+        let n = n.min(spans.spares);
         for _ in 0..n {
-            let Some(g) = self.take_spare() else { break };
+            let Some(g) = spans.take_spare(self.heap.map()) else { break };
             // SAFETY: a spare has all its objects back and is in no list.
-            unsafe { pagemap::free_span(g, class) };
+            unsafe { self.heap.free_span(g, class) };
         }
-        self.low = self.spares;
-        SPANS_RELEASED.fetch_add(n as u64, Ordering::Relaxed);
+        spans.low = spans.spares;
+        self.spans_released.fetch_add(n as u64, Ordering::Relaxed);
         n != 0
     }
 
+    /// Takes every class's lock (fork prepare).
+    pub fn lock_all(&self) {
+        self.classes.iter().for_each(|c| c.spans.acquire());
+    }
+
+    /// Drops the locks `lock_all` took.
+    ///
+    /// # Safety
+    /// As for `SpinLock::release`: this thread called `lock_all`.
+    pub unsafe fn unlock_all(&self) {
+        // SAFETY: the caller's guarantee.
+        self.classes.iter().for_each(|c| unsafe { c.spans.release() });
+    }
+
+    /// Objects of `class` handed out by the central slab and not returned.
+    pub fn outstanding(&self, class: SizeClass) -> u64 {
+        self.classes[class.index()].outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Empty spans `class` keeps for reuse.
+    pub fn spares(&self, class: SizeClass) -> u64 {
+        self.classes[class.index()].spares.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the empty spans all classes keep for reuse.
+    pub fn spare_bytes(&self) -> u64 {
+        SizeClass::all().map(|class| self.spares(class) * (class.span_granules() * GRANULE) as u64).sum()
+    }
+
+    /// Spans that became spares so far.
+    pub fn spans_kept(&self) -> u64 {
+        self.spans_kept.load(Ordering::Relaxed)
+    }
+
+    /// Spans carved from the page heap, spans returned to it, and spares
+    /// carved again, so far.
+    pub fn span_counts(&self) -> (u64, u64, u64) {
+        (
+            self.spans_carved.load(Ordering::Relaxed),
+            self.spans_released.load(Ordering::Relaxed),
+            self.spans_reused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Spans {
     /// Takes a spare, if any (lowering the low-water mark).
-    fn take_spare(&mut self) -> Option<usize> {
-        let g = self.spare.checked_sub(1)? as usize;
-        // SAFETY: as in push_front.
-        self.spare = unsafe { pagemap::span(g) }.next;
+    fn take_spare(&mut self, map: &pagemap::PageMap) -> Option<usize> {
+        let g = self.list.pop_spare(map)?;
         self.spares -= 1;
         self.low = self.low.min(self.spares);
         Some(g)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::backend::page_heap::tests::test_heap;
+    use std::collections::HashSet;
+    use std::vec::Vec;
+
+    /// The smallest class, and a class of 4-granule spans.
+    pub(crate) fn classes() -> (SizeClass, SizeClass) {
+        let small = SizeClass::all().next().unwrap();
+        let big = SizeClass::all().find(|c| c.span_granules() == 4).expect("a class of 4-granule spans");
+        (small, big)
+    }
+
+    fn take(central: &CentralSlab<'_>, class: SizeClass, n: usize) -> Vec<*mut u8> {
+        let mut out = std::vec![core::ptr::null_mut(); n];
+        assert_eq!(central.alloc_batch(class, &mut out), n);
+        out
+    }
+
+    fn capacity(class: SizeClass) -> usize {
+        class.span_granules() * GRANULE / class.size()
+    }
+
+    #[test]
+    fn a_batch_is_distinct_objects_of_its_class_carved_from_one_span() {
+        let heap = test_heap();
+        let central = CentralSlab::new(&heap);
+        for class in [classes().0, classes().1] {
+            let n = capacity(class).min(32);
+            let objects = take(&central, class, n);
+            let distinct: HashSet<usize> = objects.iter().map(|&p| p as usize).collect();
+            assert_eq!(distinct.len(), n);
+            for &p in &objects {
+                assert_eq!(heap.map().class_of(p), Some(class));
+                assert!(class.is_object_start(p as usize));
+                // SAFETY: the object is ours and class.size() bytes long.
+                unsafe { core::ptr::write_bytes(p, 0x5A, class.size()) };
+            }
+            assert_eq!(central.outstanding(class), n as u64);
+        }
+        assert_eq!(central.span_counts(), (2, 0, 0));
+    }
+
+    #[test]
+    fn emptied_spans_are_kept_as_spares_reused_and_released_when_idle() {
+        let heap = test_heap();
+        let central = CentralSlab::new(&heap);
+        let class = classes().1;
+        let cap = capacity(class);
+        let objects = take(&central, class, cap + 1);
+        assert_eq!(central.span_counts(), (2, 0, 0), "a full span makes the next batch carve another");
+        let span_of = |p: *mut u8| pagemap::span_start(heap.map().granule_of(p).unwrap(), class);
+        let lone =
+            *objects.iter().find(|&&p| objects.iter().filter(|&&q| span_of(q) == span_of(p)).count() == 1).unwrap();
+        let backed = heap.free_backed_bytes();
+        // SAFETY: the objects are ours, of this class, given up once.
+        unsafe { central.free_batch(class, &[lone]) };
+        assert_eq!((central.spares(class), central.outstanding(class)), (1, cap as u64));
+        assert_eq!(heap.free_backed_bytes(), backed, "a spare stays with its class");
+        assert_eq!(heap.map().class_of(lone), Some(class));
+
+        // In steady use (objects taken since the last step) the spares that
+        // did not sit idle stay; a step with nothing taken releases them.
+        assert!(!central.release_idle(), "the first step only sets the low-water mark");
+        assert_eq!(central.spares(class), 1);
+        assert!(central.release_idle(), "nothing was taken since: the class is idle");
+        assert_eq!((central.spares(class), central.span_counts()), (0, (2, 1, 0)));
+        assert_eq!(heap.free_backed_bytes(), backed + (class.span_granules() * GRANULE) as u64);
+        assert_eq!(heap.map().class_of(lone), None, "a released span is no longer the class's");
+
+        // A spare is carved again before the page heap is asked.
+        let rest: Vec<*mut u8> = objects.iter().copied().filter(|&p| p != lone).collect();
+        // SAFETY: as above.
+        unsafe { central.free_batch(class, &rest) };
+        assert_eq!(central.spares(class), 1);
+        let again = take(&central, class, cap);
+        assert_eq!(central.span_counts(), (2, 1, 1), "the spare served the batch");
+        // SAFETY: as above.
+        unsafe { central.free_batch(class, &again) };
+        central.release_all();
+        assert_eq!((central.spares(class), central.outstanding(class), central.span_counts()), (0, 0, (2, 2, 1)));
+    }
+
+    #[test]
+    fn freed_objects_are_reused_first_from_the_span_last_given_one() {
+        let heap = test_heap();
+        let central = CentralSlab::new(&heap);
+        let class = classes().0;
+        let cap = capacity(class);
+        let objects = take(&central, class, 2 * cap);
+        assert_eq!(central.span_counts(), (2, 0, 0));
+        // One object back to each full span: the later one heads the list.
+        let (a, b) = (objects[3], objects[cap + 5]);
+        // SAFETY: ours, of this class, given up once.
+        unsafe { central.free_batch(class, &[a, b]) };
+        assert_eq!(take(&central, class, 1), [b], "the span most recently given an object serves first");
+        assert_eq!(take(&central, class, 1), [a]);
+        assert_eq!(central.span_counts(), (2, 0, 0), "reuse carves nothing");
+        // SAFETY: as above.
+        unsafe { central.free_batch(class, &objects) };
+        assert_eq!(central.spares(class), 2);
+        central.release_all();
+        assert_eq!(central.span_counts(), (2, 2, 0));
     }
 }
