@@ -6,7 +6,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::cache::region::{self, ClassHeader, Region};
+use crate::cache::region::{self, ClassHeader, LockedRegion};
 use crate::platform::config::{Config, ModeRequest};
 use crate::platform::size_class::SizeClass;
 use crate::rseq::abi::Rseq;
@@ -107,7 +107,7 @@ impl Slab {
     pub fn push(&self, class: usize, p: *mut u8) -> bool {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
-            return self.locked(|r| r.push_locked(class, p)).unwrap_or(false);
+            return self.locked(|r| r.push(class, p)).unwrap_or(false);
         }
         // SAFETY: the slab is mapped; p is an opaque token to the section.
         unsafe { cs::rseqalloc_cs_push(class.index(), p) }
@@ -117,7 +117,7 @@ impl Slab {
     pub fn pop(&self, class: usize) -> Option<*mut u8> {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
-            return self.locked(|r| r.pop_locked(class)).flatten();
+            return self.locked(|r| r.pop(class)).flatten();
         }
         // SAFETY: as in `push`.
         let p = unsafe { cs::rseqalloc_cs_pop(class.index()) };
@@ -128,9 +128,7 @@ impl Slab {
     pub fn pop_batch(&self, class: usize, out: &mut [*mut u8]) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
-            return self
-                .locked(|r| out.iter_mut().map_while(|o| r.pop_locked(class).map(|p| *o = p)).count())
-                .unwrap_or(0);
+            return self.locked(|r| out.iter_mut().map_while(|o| r.pop(class).map(|p| *o = p)).count()).unwrap_or(0);
         }
         // SAFETY: out is writable for its length.
         unsafe { cs::rseqalloc_cs_pop_batch(class.index(), out.as_mut_ptr(), out.len()) }
@@ -141,7 +139,7 @@ impl Slab {
     pub fn push_batch(&self, class: usize, items: &[*mut u8]) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         if self.mode == Mode::Fallback {
-            return self.locked(|r| items.iter().take_while(|&&p| r.push_locked(class, p)).count()).unwrap_or(0);
+            return self.locked(|r| items.iter().take_while(|&&p| r.push(class, p)).count()).unwrap_or(0);
         }
         // SAFETY: items is readable for its length.
         unsafe { cs::rseqalloc_cs_push_batch(class.index(), items.as_ptr(), items.len()) }
@@ -159,9 +157,9 @@ impl Slab {
     pub fn grow_fenced(&self, cpu: usize, class: usize, slots: usize, fence: impl FnOnce()) -> usize {
         let class = SizeClass::from_index(class).expect("class");
         let region = region::region(cpu).expect("cpu");
-        let _guard = region.meta().lock.lock();
-        region.init_locked(fence);
-        region.grow_locked(class, slots)
+        let region = region.lock();
+        region.init(fence);
+        region.grow(class, slots)
     }
 
     /// Empties `class`'s stack in cache `cpu` under its lock. Only sound
@@ -170,8 +168,8 @@ impl Slab {
     pub fn drain(&self, cpu: usize, class: usize) -> Vec<*mut u8> {
         let class = SizeClass::from_index(class).expect("class");
         let region = region::region(cpu).expect("cpu");
-        let _guard = region.meta().lock.lock();
-        core::iter::from_fn(|| region.pop_locked(class)).collect()
+        let region = region.lock();
+        core::iter::from_fn(|| region.pop(class)).collect()
     }
 
     /// Sets `class`'s capacity in cache `cpu` to at most `capacity` slots
@@ -182,9 +180,8 @@ impl Slab {
     pub fn shrink_remote(&self, cpu: usize, class: usize, capacity: usize, fence: impl FnMut()) -> Vec<*mut u8> {
         let class = SizeClass::from_index(class).expect("class");
         let region = region::region(cpu).expect("cpu");
-        let _guard = region.meta().lock.lock();
         let mut spilled = Vec::new();
-        region.resize_locked(
+        region.lock().resize(
             |c, _| (c == class).then_some(capacity),
             fence,
             |_, objects| spilled.extend_from_slice(objects),
@@ -222,11 +219,11 @@ impl Slab {
         }
     }
 
-    fn locked<R>(&self, f: impl FnOnce(Region) -> R) -> Option<R> {
+    fn locked<R>(&self, f: impl FnOnce(&LockedRegion) -> R) -> Option<R> {
         let region = crate::platform::os::current_cpu().and_then(region::region)?;
-        let _guard = region.meta().lock.try_lock()?;
-        region.init_locked(|| region.fence());
-        Some(f(region))
+        let locked = region.try_lock()?;
+        locked.init(|| region.fence());
+        Some(f(&locked))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Model test of the remote-operation protocol: a simulated
 //! CPU runs the critical sections' loads and stores one at a time on a real
 //! region, exactly as the asm orders them; a remote thread shrinks or drains
-//! a class with the real `Region::resize_locked`; the schedule interleaves
+//! a class with the real `LockedRegion::resize`; the schedule interleaves
 //! them at random, including inside the remote operation's fence window,
 //! after which the section still in flight must abort (what membarrier-RSEQ
 //! or a migration guarantees). Every object stays accounted for, and none is

@@ -30,7 +30,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::arena::{self, Arena, ArenaCounters, CHUNK_ENTRY};
-use crate::backend::pagemap::{ClassWriter, PageMap, CHUNK_GRANULES, GRANULE};
+use crate::backend::pagemap::{ClassWriter, PageMap, RunAt, CHUNK_GRANULES, GRANULE};
 use crate::platform::os;
 use crate::platform::size_class::SizeClass;
 use crate::platform::sync::{SpinGuard, SpinLock};
@@ -225,7 +225,7 @@ impl PageHeap {
     /// If `p` starts a live run, the caller gives the block up.
     pub unsafe fn free_run(&self, p: *const u8) -> Option<usize> {
         let mut heap = self.lock();
-        let crate::backend::pagemap::RunAt::Start { g, n } = self.map.run_at(p) else { return None };
+        let RunAt::Start { g, n } = self.map.run_at(p) else { return None };
         self.map.clear(&mut heap.state.writer, g, n);
         heap.put(g, n);
         Some(n)
@@ -563,7 +563,6 @@ impl HeapGuard<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::backend::arena::CHUNK;
-    use crate::backend::pagemap::RunAt;
     use proptest::prelude::*;
     use std::boxed::Box;
     use std::vec::Vec;

@@ -4,7 +4,7 @@
 //! A thread that finds its CPU's lock taken (it was preempted or migrated
 //! onto a busy CPU) goes straight to the middle end rather than wait.
 
-use crate::cache::region::{self, Region};
+use crate::cache::region::{self, LockedRegion};
 use crate::middle::transfer;
 use crate::platform::os;
 use crate::platform::size_class::{SizeClass, MAX_BATCH};
@@ -13,21 +13,21 @@ use crate::platform::size_class::{SizeClass, MAX_BATCH};
 pub fn alloc(class: SizeClass) -> *mut u8 {
     if let Some(region) = os::current_cpu().and_then(region::region) {
         let meta = region.meta();
-        if let Some(_guard) = meta.lock.try_lock() {
-            region.init_locked(|| region.fence());
-            if let Some(p) = region.pop_locked(class) {
+        if let Some(locked) = region.try_lock() {
+            locked.init(|| region.fence());
+            if let Some(p) = locked.pop(class) {
                 bump(&meta.alloc_hits);
                 return p;
             }
             bump(&meta.alloc_misses);
-            region.grow_locked(class, class.batch());
+            locked.grow(class, class.batch());
             // Declared here, not above: zeroing it costs as much as a hit.
             let mut buf = [core::ptr::null_mut(); MAX_BATCH];
             let n = transfer::TRANSFER.take(class, &mut buf[..class.batch()]);
             if n == 0 {
                 return core::ptr::null_mut();
             }
-            let kept = refill_locked(region, class, &buf[..n - 1]);
+            let kept = refill(&locked, class, &buf[..n - 1]);
             if kept < n - 1 {
                 // SAFETY: the objects that did not fit are still ours.
                 unsafe { transfer::TRANSFER.give(class, &buf[kept..n - 1]) };
@@ -50,20 +50,20 @@ pub fn alloc(class: SizeClass) -> *mut u8 {
 pub unsafe fn free(class: SizeClass, p: *mut u8) {
     if let Some(region) = os::current_cpu().and_then(region::region) {
         let meta = region.meta();
-        if let Some(_guard) = meta.lock.try_lock() {
-            region.init_locked(|| region.fence());
-            if region.push_locked(class, p) {
+        if let Some(locked) = region.try_lock() {
+            locked.init(|| region.fence());
+            if locked.push(class, p) {
                 bump(&meta.free_hits);
                 return;
             }
             bump(&meta.free_misses);
-            if region.grow_locked(class, class.batch()) > 0 && region.push_locked(class, p) {
+            if locked.grow(class, class.batch()) > 0 && locked.push(class, p) {
                 return;
             }
             let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
             let mut n = 0;
             while n < class.batch() {
-                match region.pop_locked(class) {
+                match locked.pop(class) {
                     Some(q) => buf[n] = q,
                     None => break,
                 }
@@ -79,8 +79,8 @@ pub unsafe fn free(class: SizeClass, p: *mut u8) {
 }
 
 /// Pushes as many of `objects` as fit; returns how many.
-fn refill_locked(region: Region, class: SizeClass, objects: &[*mut u8]) -> usize {
-    objects.iter().take_while(|&&q| region.push_locked(class, q)).count()
+fn refill(region: &LockedRegion, class: SizeClass, objects: &[*mut u8]) -> usize {
+    objects.iter().take_while(|&&q| region.push(class, q)).count()
 }
 
 /// A counter bump under the region lock: a plain load and store would do,

@@ -96,17 +96,17 @@ pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
 }
 
 /// Shrinks cache `idx` while its CPU may be allocating, as
-/// `Region::resize_locked` plans it: objects above the new capacities go to
+/// `LockedRegion::resize` plans it: objects above the new capacities go to
 /// the middle end. Returns the bytes of budget given up.
 pub fn shrink(idx: usize, plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>) -> usize {
     resize(idx, plan, |class, objects| {
-        // SAFETY: resize_locked spills objects it took out of the cache:
+        // SAFETY: resize spills objects it took out of the cache:
         // free objects of `class` that nobody else holds.
         unsafe { transfer::TRANSFER.give(class, objects) }
     })
 }
 
-/// `Region::resize_locked` on cache `idx` under its lock, with its fence.
+/// `LockedRegion::resize` on cache `idx`, with its fence.
 fn resize(
     idx: usize,
     plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>,
@@ -117,8 +117,7 @@ fn resize(
     if !meta.initialized.load(Ordering::Acquire) {
         return 0;
     }
-    let _guard = meta.lock.lock();
-    region.resize_locked(plan, || region.fence(), spill)
+    region.lock().resize(plan, || region.fence(), spill)
 }
 
 /// Empties cache `idx` (`shrink` to nothing) and gives its slot pages to
@@ -134,8 +133,7 @@ pub fn drain(idx: usize) -> bool {
         return false;
     }
     if let Some(region) = region(idx) {
-        let _guard = region.meta().lock.lock();
-        region.release_slots_locked();
+        region.lock().release_slots();
     }
     DRAINS.fetch_add(1, Ordering::Relaxed);
     true
@@ -158,10 +156,10 @@ pub fn drain_count() -> u64 {
 /// the class's capacity by a batch if the budget allows.
 fn prepare(region: Region, class: SizeClass, alloc_miss: bool) {
     let meta = region.meta();
-    let _guard = meta.lock.lock();
-    region.init_locked(|| region.fence());
+    let locked = region.lock();
+    locked.init(|| region.fence());
     let counter = if alloc_miss { &meta.alloc_misses } else { &meta.free_misses };
     counter.fetch_add(1, Ordering::Relaxed);
-    region.note_miss_locked(class);
-    region.grow_locked(class, class.batch());
+    locked.note_miss(class);
+    locked.grow(class, class.batch());
 }

@@ -3,7 +3,7 @@
 //! critical sections in `asm/`. This module holds the layout, the headers
 //! and their encoding, the mapping of every region, lazy layout, capacity
 //! growth within the budget, and the remote stop–fence–spill protocol
-//! (`Region::resize_locked`); what to do on a miss and when to shrink or
+//! (`LockedRegion::resize`); what to do on a miss and when to shrink or
 //! drain is the policy's (`percpu`).
 //!
 //! ```text
@@ -33,7 +33,7 @@ use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering
 
 use crate::platform::os;
 use crate::platform::size_class::{SizeClass, NUM_CLASSES};
-use crate::platform::sync::SpinLock;
+use crate::platform::sync::{SpinGuard, SpinLock};
 use crate::rseq::abi::header as h;
 use crate::rseq::fence;
 
@@ -164,7 +164,32 @@ pub struct Region {
     base: usize,
 }
 
+/// A region whose lock this thread holds: what laying the region out and
+/// changing its capacities need (sections race only with the header CASes),
+/// and, in fallback mode and tests, plain pops and pushes. Unlocks on drop.
+pub struct LockedRegion {
+    region: Region,
+    _guard: SpinGuard<'static, ()>,
+}
+
+impl core::ops::Deref for LockedRegion {
+    type Target = Region;
+    fn deref(&self) -> &Region {
+        &self.region
+    }
+}
+
 impl Region {
+    /// Takes the region lock, waiting for it.
+    pub fn lock(&self) -> LockedRegion {
+        LockedRegion { region: *self, _guard: self.meta().lock.lock() }
+    }
+
+    /// Takes the region lock if it is free.
+    pub fn try_lock(&self) -> Option<LockedRegion> {
+        Some(LockedRegion { region: *self, _guard: self.meta().lock.try_lock()? })
+    }
+
     /// Fences this region's cache (`fence::fence`).
     pub fn fence(&self) {
         fence::fence((self.base - SLABS.load(Ordering::Relaxed)) >> REGION_SHIFT)
@@ -200,22 +225,25 @@ impl Region {
         (self.base + 8 * i as usize) as *mut *mut u8
     }
 
+    /// Objects cached for `class`.
+    pub fn depth(&self, class: SizeClass) -> usize {
+        let header = self.header(class);
+        header.current.saturating_sub(header.begin) as usize
+    }
+}
+
+impl LockedRegion {
     /// Counts a miss on `class` in its header's `aux` (saturating), which
-    /// `resize_locked`'s plan reads and clears. The caller holds the region
-    /// lock.
-    pub fn note_miss_locked(&self, class: SizeClass) {
-        self.update_locked(class, |h| Some(ClassHeader { aux: h.aux.saturating_add(1), ..h }));
+    /// `resize`'s plan reads and clears.
+    pub fn note_miss(&self, class: SizeClass) {
+        self.update(class, |h| Some(ClassHeader { aux: h.aux.saturating_add(1), ..h }));
     }
 
     /// Replaces `class`'s header by `change(header)` with a CAS that fails
     /// (and retries) whenever a section committed meanwhile. Returns the
-    /// header before the change, or None if `change` declined. The caller
-    /// holds the region lock, so only sections race with it.
-    fn update_locked(
-        &self,
-        class: SizeClass,
-        change: impl Fn(ClassHeader) -> Option<ClassHeader>,
-    ) -> Option<ClassHeader> {
+    /// header before the change, or None if `change` declined. Only
+    /// sections race with it: the lock keeps every other writer out.
+    fn update(&self, class: SizeClass, change: impl Fn(ClassHeader) -> Option<ClassHeader>) -> Option<ClassHeader> {
         let word = self.header_word(class);
         let mut old = word.load(Ordering::Acquire);
         loop {
@@ -227,14 +255,14 @@ impl Region {
         }
     }
 
-    /// Lays out every class's empty stack with no capacity, once. The
-    /// caller holds the region lock; `fence` is this region's fence.
+    /// Lays out every class's empty stack with no capacity, once. `fence`
+    /// is this region's fence.
     ///
     /// Sections read `current` and then `end` (or `begin`) with two loads, so
     /// a push that read the zero header's `current` must not go on to read a
     /// laid-out `end` (it would write slot 0, the meta block). Hence two
     /// steps: `current = begin` on a stopped stack, a fence, then the stack.
-    pub fn init_locked(&self, fence: impl FnOnce()) {
+    pub fn init(&self, fence: impl FnOnce()) {
         let meta = self.meta();
         if meta.initialized.load(Ordering::Relaxed) {
             return;
@@ -253,9 +281,8 @@ impl Region {
     }
 
     /// Raises `class`'s `end` by up to `want` slots, within its partition
-    /// and the region's byte budget. Returns the slots added. The caller
-    /// holds the region lock.
-    pub fn grow_locked(&self, class: SizeClass, want: usize) -> usize {
+    /// and the region's byte budget. Returns the slots added.
+    pub fn grow(&self, class: SizeClass, want: usize) -> usize {
         let meta = self.meta();
         let header = self.header(class);
         if header.begin != BEGIN[class.index()] {
@@ -274,7 +301,7 @@ impl Region {
         }
         // `end` and `begin` only change under the lock we hold, so `step`
         // stays right while the CAS retries past sections' commits.
-        self.update_locked(class, |h| Some(ClassHeader { end: h.end + step as u16, ..h }));
+        self.update(class, |h| Some(ClassHeader { end: h.end + step as u16, ..h }));
         meta.capacity_bytes.fetch_add((step * class.size()) as u64, Ordering::Relaxed);
         step
     }
@@ -283,7 +310,7 @@ impl Region {
     /// this region from any CPU: the remote-operation protocol (stop the
     /// stack, fence, then change it; `tests/model_remote.rs` checks it).
     /// `plan(class, header)` gives a class's new capacity in slots
-    /// (None leaves the class alone; growing is `grow_locked`'s job, so a
+    /// (None leaves the class alone; growing is `grow`'s job, so a
     /// larger value keeps the capacity); `header.aux` tells it the class's
     /// misses since the previous call, and every count starts again at zero.
     /// Cached objects above the new capacity go to `spill`. Returns the bytes
@@ -299,10 +326,10 @@ impl Region {
     ///    read the old `current` must not meet the restored `begin`.
     /// 5. Store the new headers.
     ///
-    /// The caller holds the region lock (init, growth and fallback-mode
-    /// operations take it too), and `fence` keeps the promise of step 2
-    /// (`Region::fence`, or a test's simulation).
-    pub fn resize_locked(
+    /// The lock keeps init, growth and fallback-mode operations out, and
+    /// `fence` keeps the promise of step 2 (`Region::fence`, or a test's
+    /// simulation).
+    pub fn resize(
         &self,
         mut plan: impl FnMut(SizeClass, ClassHeader) -> Option<usize>,
         mut fence: impl FnMut(),
@@ -318,12 +345,12 @@ impl Region {
             }
             let Some(capacity) = plan(class, header) else {
                 if header.aux != 0 {
-                    self.update_locked(class, |h| Some(ClassHeader { aux: 0, ..h }));
+                    self.update(class, |h| Some(ClassHeader { aux: 0, ..h }));
                 }
                 continue;
             };
             let new_end = header.begin + capacity.min((header.end - header.begin) as usize) as u16;
-            self.update_locked(class, |h| Some(ClassHeader { aux: h.aux, ..stopped(h.current) }));
+            self.update(class, |h| Some(ClassHeader { aux: h.aux, ..stopped(h.current) }));
             planned[class.index()] = (header.end, new_end);
         }
         if planned.iter().all(|&(_, new_end)| new_end == 0) {
@@ -365,8 +392,7 @@ impl Region {
     /// Gives the pages of an emptied region's slots back to the OS (they
     /// read as zeros when it is used again). Does nothing unless every
     /// class's capacity is zero, which keeps every section off the slots.
-    /// The caller holds the region lock.
-    pub fn release_slots_locked(&self) -> bool {
+    pub fn release_slots(&self) -> bool {
         let meta = self.meta();
         if !meta.initialized.load(Ordering::Relaxed) || meta.capacity_bytes.load(Ordering::Relaxed) != 0 {
             return false;
@@ -376,9 +402,9 @@ impl Region {
         unsafe { os::release((self.base + os::OS_PAGE) as *mut u8, REGION_BYTES - os::OS_PAGE) }
     }
 
-    /// Pops with plain memory operations (fallback mode and tests). The
-    /// caller holds the region lock and no section runs on this region.
-    pub fn pop_locked(&self, class: SizeClass) -> Option<*mut u8> {
+    /// Pops with plain memory operations (fallback mode and tests): no
+    /// section may run on this region.
+    pub fn pop(&self, class: SizeClass) -> Option<*mut u8> {
         let header = self.header(class);
         if header.current <= header.begin {
             return None;
@@ -391,8 +417,8 @@ impl Region {
     }
 
     /// Pushes with plain memory operations; false when full. Same contract
-    /// as `pop_locked`.
-    pub fn push_locked(&self, class: SizeClass, p: *mut u8) -> bool {
+    /// as `pop`.
+    pub fn push(&self, class: SizeClass, p: *mut u8) -> bool {
         let header = self.header(class);
         if header.current >= header.end {
             return false;
@@ -401,12 +427,6 @@ impl Region {
         unsafe { *self.slot(header.current) = p };
         self.current(class).store(header.current + 1, Ordering::Release);
         true
-    }
-
-    /// Objects cached for `class`.
-    pub fn depth(&self, class: SizeClass) -> usize {
-        let header = self.header(class);
-        header.current.saturating_sub(header.begin) as usize
     }
 }
 

@@ -193,7 +193,7 @@ impl SizeClass {
     }
 
     /// The class whose object starts at `p`, given the class-map byte of
-    /// p's granule (`pagemap::map_byte`): None when the byte names no class
+    /// p's granule (`PageMap::map_byte`): None when the byte names no class
     /// or `p` is not where one of its objects starts. One table entry and no
     /// range check of the byte (`ObjectStarts`).
     #[inline(always)]

@@ -1,7 +1,7 @@
 //! CPU fences for remote operations on a cache: after `fence(idx)` returns,
 //! no critical section that read cache `idx`'s headers before the call can
 //! still commit. A remote drain or shrink first stops the headers, then
-//! fences, then trusts what it reads (`cache::region`, `Region::resize_locked`).
+//! fences, then trusts what it reads (`cache::region`, `LockedRegion::resize`).
 //!
 //! Preferred: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, which
 //! interrupts the target CPU if it runs a thread of ours, so that a section
