@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::backend::page_heap::{PageHeap, HEAP};
 use crate::backend::pagemap::{self, SpanList, GRANULE};
 use crate::platform::size_class::{SizeClass, NUM_CLASSES};
-use crate::platform::sync::{CacheLine, SpinLock};
+use crate::platform::sync::{CacheLine, SpinGuard, SpinLock};
 
 /// What a class's lock guards: its spans (which give access to their
 /// metadata) and the bookkeeping of its spares.
@@ -71,8 +71,8 @@ pub struct CentralSlab<'h> {
 pub static CENTRAL: CentralSlab<'static> = CentralSlab::new(&HEAP);
 
 /// Adds `n` to a counter that only the holder of its class lock writes
-/// (no lock prefix: readers only ever need a recent value).
-fn add_locked(counter: &AtomicU64, n: u64) {
+/// (`_held` proves it; no lock prefix: readers only ever need a recent value).
+fn add(counter: &AtomicU64, n: u64, _held: &SpinGuard<'_, Spans>) {
     counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
@@ -160,7 +160,7 @@ impl<'h> CentralSlab<'h> {
         // of a span come out in address order, which the hardware prefetcher
         // follows when the program walks them in the order it got them.
         out[..got].reverse();
-        add_locked(&state.outstanding, got as u64);
+        add(&state.outstanding, got as u64, &spans);
         got
     }
 
@@ -201,7 +201,7 @@ impl<'h> CentralSlab<'h> {
                 }
             }
         }
-        add_locked(&state.outstanding, (objects.len() as u64).wrapping_neg());
+        add(&state.outstanding, (objects.len() as u64).wrapping_neg(), &spans);
         state.spares.store(spans.spares as u64, Ordering::Relaxed);
     }
 

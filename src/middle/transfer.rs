@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::middle::central::{CentralSlab, CENTRAL};
 use crate::platform::size_class::{SizeClass, MAX_BATCH, NUM_CLASSES};
-use crate::platform::sync::{CacheLine, SpinLock};
+use crate::platform::sync::{CacheLine, SpinGuard, SpinLock};
 
 /// Batches a class's transfer cache holds at first, and at least: a CPU
 /// that frees a burst of up to this many batches leaves them for the CPUs
@@ -68,8 +68,9 @@ pub struct TransferCaches<'c> {
 /// The process's transfer caches.
 pub static TRANSFER: TransferCaches<'static> = TransferCaches::new(&CENTRAL);
 
-/// Adds one to a counter only the holder of its class lock writes.
-fn count_locked(counter: &AtomicU64) {
+/// Adds one to a counter only the holder of its class lock writes (`_held`
+/// proves it, so a plain load and store do).
+fn count(counter: &AtomicU64, _held: &SpinGuard<'_, TransferCache>) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
@@ -123,7 +124,7 @@ impl<'c> TransferCaches<'c> {
             let mut cache = state.cache.lock();
             let n = cache.pop_into(out);
             state.held.store(cache.len as u64, Ordering::Relaxed);
-            count_locked(&state.batches_out);
+            count(&state.batches_out, &cache);
             n
         };
         if got == out.len() {
@@ -153,7 +154,7 @@ impl<'c> TransferCaches<'c> {
                 cache.capacity = (cache.capacity + class.batch()).min(max_capacity(class));
             }
             state.held.store(cache.len as u64, Ordering::Relaxed);
-            count_locked(&state.batches_in);
+            count(&state.batches_in, &cache);
             n
         };
         if stored < objects.len() {
