@@ -20,6 +20,13 @@
  * has freed all its objects carves it again for the next batch.
  *
  * ops = objects passed (one malloc in a producer + one free in a consumer).
+ *
+ * WL_TRACE=1 (analysis) prints a TRACE line: how a producer's consecutive
+ * objects lie (64 bytes above the previous one, 64 below, elsewhere: a
+ * consumer walking its batch streams through memory only in the first two
+ * cases) and the queue's mean depth at each push, with the waits on a full
+ * and an empty queue (a deep queue means the consumers are the bottleneck
+ * and read colder objects).
  */
 #include "wl_common.h"
 
@@ -43,6 +50,8 @@ static struct {
 } q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0};
 
 static uint64_t per_prod, seed;
+static int trace;
+static uint64_t t_up, t_down, t_other, t_depth, t_pushes, t_full, t_empty; /* WL_TRACE, under q.mu or atomic */
 
 typedef struct {
   int id;
@@ -51,7 +60,12 @@ typedef struct {
 
 static void q_push(batch_t *b) {
   pthread_mutex_lock(&q.mu);
-  while (q.count == QCAP) pthread_cond_wait(&q.not_full, &q.mu);
+  while (q.count == QCAP) {
+    t_full++;
+    pthread_cond_wait(&q.not_full, &q.mu);
+  }
+  t_depth += q.count;
+  t_pushes++;
   b->next = NULL;
   if (q.tail)
     q.tail->next = b;
@@ -67,7 +81,10 @@ static void q_push(batch_t *b) {
 static batch_t *q_pop(void) {
   batch_t *b = NULL;
   pthread_mutex_lock(&q.mu);
-  while (q.count == 0 && q.producers_left > 0) pthread_cond_wait(&q.not_empty, &q.mu);
+  while (q.count == 0 && q.producers_left > 0) {
+    t_empty++;
+    pthread_cond_wait(&q.not_empty, &q.mu);
+  }
   if (q.count > 0) {
     b = q.head;
     q.head = b->next;
@@ -99,6 +116,10 @@ static void *producer(void *vp) {
       }
       uint64_t tag = wl_tag(seed, 1 + (uint64_t)ta->id, made);
       void *p = wl_malloc(OBJ);
+      if (trace && i > 0) {
+        intptr_t d = (char *)p - (char *)b->p[i - 1];
+        __atomic_fetch_add(d == OBJ ? &t_up : d == -OBJ ? &t_down : &t_other, 1, __ATOMIC_RELAXED);
+      }
       wl_fill(p, OBJ, tag);
       b->p[i] = p;
       ta->sum += tag;
@@ -128,6 +149,7 @@ static void *consumer(void *vp) {
 int main(int argc, char **argv) {
   wl_args a = wl_parse(argc, argv, "xmalloc");
   seed = a.seed;
+  trace = getenv("WL_TRACE") && atoi(getenv("WL_TRACE"));
   int nprod = (a.threads + 1) / 2;
   int ncons = a.threads / 2 > 0 ? a.threads / 2 : 1;
   per_prod = wl_scaled(a.scale, 16000000, 1000);
@@ -151,6 +173,12 @@ int main(int argc, char **argv) {
   wl_expect_eq("blocks made==freed", made, freed);
   wl_expect_eq("allocsum==freesum", asum, fsum);
   wl_result("xmalloc", &a, made, "blocks", el, fsum, freed);
+  if (trace) {
+    double n = (double)(t_up + t_down + t_other);
+    printf("TRACE next_object_up=%.3f down=%.3f elsewhere=%.3f queue_mean_depth=%.1f full_waits=%llu empty_waits=%llu\n",
+           t_up / n, t_down / n, t_other / n, (double)t_depth / (double)t_pushes, (unsigned long long)t_full,
+           (unsigned long long)t_empty);
+  }
   free(th);
   free(ta);
   return 0;
