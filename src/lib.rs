@@ -28,15 +28,18 @@
 //!
 //! ```text
 //!  capi/      the C API (feature `capi`, preload/): malloc & co. with
-//!             glibc's semantics
+//!             glibc's semantics (semantics), the exported symbols
+//!             (exports), allocations during bring-up (bootstrap)
 //!  front/     the allocator as programs see it: `RseqAlloc` and its
 //!             GlobalAlloc with the big-block helpers and the asm's slow-path
 //!             entries (global), bring-up and process hooks (init), the
 //!             background thread (background), counters and reports (stats),
 //!             bad pointers for the C API (check); forward on other targets
-//!  cache/     per-CPU regions: layout, inline alloc/free, refill/flush slow
-//!             paths, remote shrink and drain (percpu); the same regions
-//!             without rseq: sched_getcpu + try-lock (fallback)
+//!  cache/     per-CPU regions: layout, headers and the remote
+//!             stop–fence–spill protocol (region); the policy over them:
+//!             inline alloc/free, refill/flush slow paths, shrink and drain
+//!             (percpu); the same regions without rseq: sched_getcpu +
+//!             try-lock (fallback)
 //!  middle/    transfer: batches between CPUs, one lock per batch;
 //!             central: spans carved into objects, per size class
 //!  backend/   pagemap: the class map and span table; arena: the window and
