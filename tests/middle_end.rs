@@ -138,7 +138,11 @@ fn emptied_spans_serve_other_classes() {
     let grown = rseqalloc::stats().arena_bytes.saturating_sub(mapped_before);
     ptrs2.iter().for_each(|&p| unsafe { RseqAlloc.dealloc(p as *mut u8, bigger) });
     println!("emptied_spans_serve_other_classes: 32 MiB of 2 KiB blocks mapped {} KiB more", grown / 1024);
-    assert!(grown <= 4 * MIB, "{grown} bytes newly mapped: emptied spans were not reused");
+    // Without reuse the 2 KiB blocks map all 32 MiB anew. Objects of the
+    // first class still held in the CPU and transfer caches keep their spans
+    // from emptying, and which ones they are depends on where the thread ran:
+    // up to 8 MiB was seen on a quiet host, so the bound is half of 32 MiB.
+    assert!(grown <= 16 * MIB, "{grown} bytes newly mapped: emptied spans were not reused");
 }
 
 /// A 1 GiB zeroed block reads as zero without its pages being touched.
