@@ -49,7 +49,8 @@ static void *worker(void *vp) {
     free((void *)w);
   }
   free(ta->given);
-  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, &ta->first);
+  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, &ta->first,
+                   wl_sharing_of(ta->id, ITER));
   return NULL;
 }
 
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < OBJSZ; k++) ta[i].given[k] = (unsigned char)(i * 7 + k);
   }
   double el = wl_run_all(n, worker, ta, sizeof *ta);
+  wl_sharing_report(n, ITER);
   uint64_t sum = 0;
   for (int i = 0; i < n; i++) sum = wl_mix(sum ^ ta[i].sum);
   /* Where the false sharing comes from: how many threads got their

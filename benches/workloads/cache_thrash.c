@@ -25,7 +25,8 @@ typedef struct {
 
 static void *worker(void *vp) {
   targ_t *ta = (targ_t *)vp;
-  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, NULL);
+  wl_write_objects(ITER, OBJSZ, reps, (unsigned char)(seed + (uint64_t)ta->id), &ta->sum, NULL,
+                   wl_sharing_of(ta->id, ITER));
   return NULL;
 }
 
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
   targ_t *ta = (targ_t *)calloc((size_t)n, sizeof(targ_t));
   for (int i = 0; i < n; i++) ta[i].id = i;
   double el = wl_run_all(n, worker, ta, sizeof *ta);
+  wl_sharing_report(n, ITER);
   uint64_t sum = 0;
   for (int i = 0; i < n; i++) sum = wl_mix(sum ^ ta[i].sum);
   wl_result("cache-thrash", &a, (uint64_t)n * ITER * reps * OBJSZ, "writes", el, sum,

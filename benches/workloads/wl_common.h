@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -201,11 +202,62 @@ static inline void wl_create(pthread_t *t, void *(*fn)(void *), void *arg) {
 /* The cache-scratch/-thrash loop: `iter` times, malloc an `objsz`-byte
  * object, write every byte `reps` times, fold it into *sum, free it.
  * *first, if `first` is not NULL, gets the first object's address. */
+/* WL_SHARING=1 (cache-scratch, cache-thrash): each thread logs the cache
+ * line of every object it gets and the CPU it runs on then, and a SHARING
+ * line counts the lines that two threads used from different CPUs. Such a
+ * line moves between the CPUs' caches on every write; the count is the
+ * allocator's placement (and the scheduler's migrations), not a time, so
+ * it can be compared between allocators on a loaded host, where the
+ * threads rarely run at once and the throughput hides the false sharing. */
+enum { WL_SHARING_THREADS = 64, WL_SHARING_OBJECTS = 1000 };
+typedef struct {
+  uintptr_t line;
+  int cpu, thread;
+} wl_line_use;
+static WL_UNUSED wl_line_use wl_sharing_log[WL_SHARING_THREADS * WL_SHARING_OBJECTS];
+
+/* The log of thread `id`, or NULL when WL_SHARING is off or it does not fit. */
+static WL_UNUSED wl_line_use *wl_sharing_of(int id, int iter) {
+  const char *on = getenv("WL_SHARING");
+  if (!on || atoi(on) == 0 || id >= WL_SHARING_THREADS || iter > WL_SHARING_OBJECTS) return NULL;
+  return &wl_sharing_log[id * WL_SHARING_OBJECTS];
+}
+
+static int wl_line_use_cmp(const void *a, const void *b) {
+  uintptr_t x = ((const wl_line_use *)a)->line, y = ((const wl_line_use *)b)->line;
+  return x < y ? -1 : x > y;
+}
+
+/* After the threads are joined: prints the SHARING line if WL_SHARING is on. */
+static WL_UNUSED void wl_sharing_report(int threads, int iter) {
+  if (!wl_sharing_of(0, iter)) return;
+  if (threads > WL_SHARING_THREADS) threads = WL_SHARING_THREADS;
+  size_t n = 0;
+  for (int t = 0; t < threads; t++)
+    for (int i = 0; i < iter; i++) {
+      wl_line_use u = wl_sharing_log[t * WL_SHARING_OBJECTS + i];
+      u.thread = t;
+      wl_sharing_log[n++] = u; /* n <= t * WL_SHARING_OBJECTS + i: never ahead of the read */
+    }
+  qsort(wl_sharing_log, n, sizeof *wl_sharing_log, wl_line_use_cmp);
+  size_t lines = 0, shared = 0;
+  for (size_t a = 0, b; a < n; a = b) {
+    int two = 0;
+    for (b = a; b < n && wl_sharing_log[b].line == wl_sharing_log[a].line; b++)
+      for (size_t c = a; c < b && !two; c++)
+        two = wl_sharing_log[c].thread != wl_sharing_log[b].thread && wl_sharing_log[c].cpu != wl_sharing_log[b].cpu;
+    lines++;
+    shared += two;
+  }
+  printf("SHARING threads=%d lines=%zu lines_used_by_threads_on_two_cpus=%zu\n", threads, lines, shared);
+}
+
 static WL_UNUSED void wl_write_objects(int iter, int objsz, uint64_t reps, unsigned char salt, uint64_t *sum,
-                                       uintptr_t *first) {
+                                       uintptr_t *first, wl_line_use *log) {
   for (int i = 0; i < iter; i++) {
     volatile unsigned char *p = (volatile unsigned char *)wl_malloc((size_t)objsz);
     if (first && i == 0) *first = (uintptr_t)p;
+    if (log) log[i] = (wl_line_use){(uintptr_t)p >> 6, sched_getcpu(), 0};
     for (int k = 0; k < objsz; k++) p[k] = (unsigned char)k;
     for (uint64_t r = 0; r < reps; r++)
       for (int k = 0; k < objsz; k++) p[k] = (unsigned char)(p[k] * 3 + r + k + salt);
