@@ -45,7 +45,8 @@ const _: () = assert!(NUM_CLASSES <= RUN_BODY as usize && RUN_HEAD as usize + CH
 pub struct Span {
     /// Freed objects, linked through their first word.
     pub free: *mut u8,
-    /// Objects `[bump, capacity)` have never been handed out.
+    /// Objects at carving positions `[bump, capacity)` have never been
+    /// handed out (`SizeClass::carve_order` maps a position to an object).
     pub bump: u32,
     /// Objects that fit in the span.
     pub capacity: u32,

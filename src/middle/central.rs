@@ -132,6 +132,7 @@ impl<'h> CentralSlab<'h> {
             // SAFETY: g heads this class's list.
             let span = unsafe { spans.list.span(map, g) };
             let base = map.granule_base(g);
+            let order = class.carve_order(span.capacity as usize);
             while got < out.len() {
                 let obj = if !span.free.is_null() {
                     let obj = span.free;
@@ -140,8 +141,9 @@ impl<'h> CentralSlab<'h> {
                     span.free = unsafe { *(obj as *mut *mut u8) };
                     obj
                 } else if span.bump < span.capacity {
-                    // SAFETY: bump < capacity keeps the object inside the span.
-                    let obj = unsafe { base.add(span.bump as usize * class.size()) };
+                    let at = order.object(span.bump as usize);
+                    // SAFETY: at < capacity keeps the object inside the span.
+                    let obj = unsafe { base.add(at * class.size()) };
                     span.bump += 1;
                     obj
                 } else {
@@ -157,8 +159,10 @@ impl<'h> CentralSlab<'h> {
             }
         }
         // A CPU cache pops a refill last object first: reversed, the objects
-        // of a span come out in address order, which the hardware prefetcher
-        // follows when the program walks them in the order it got them.
+        // of a span come out in carving order (address order, or for small
+        // objects a stride through a few lines: `carve_order`), which the
+        // hardware prefetcher follows when the program walks them in the
+        // order it got them.
         out[..got].reverse();
         add(&state.outstanding, got as u64, &spans);
         got
@@ -360,6 +364,33 @@ pub(crate) mod tests {
             assert_eq!(central.outstanding(class), n as u64);
         }
         assert_eq!(central.span_counts(), (2, 0, 0));
+    }
+
+    #[test]
+    fn objects_carved_one_after_another_never_share_a_cache_line() {
+        let heap = test_heap();
+        let central = CentralSlab::new(&heap);
+        let lines = |p: *mut u8, class: SizeClass| (p as usize >> 6)..=((p as usize + class.size() - 1) >> 6);
+        let mut spread = 0;
+        for class in SizeClass::all().filter(|c| c.size() < 128) {
+            let stride = class.carve_order(capacity(class)).stride();
+            let objects = take(&central, class, 64 * stride);
+            // Any eight objects handed out in a row lie on lines of their own...
+            for window in objects.windows(8) {
+                for (i, &p) in window.iter().enumerate() {
+                    for &q in &window[i + 1..] {
+                        let (a, b) = (lines(p, class), lines(q, class));
+                        assert!(a.end() < b.start() || b.end() < a.start(), "class {}: {p:?} and {q:?}", class.size());
+                    }
+                }
+            }
+            // ...and a group's lines hold nothing handed out elsewhere.
+            let mut sorted: Vec<usize> = objects.iter().map(|&p| p as usize).collect();
+            sorted.sort_unstable();
+            assert!(sorted.windows(2).all(|w| w[1] - w[0] == class.size()), "class {}: a run of objects", class.size());
+            spread += usize::from(stride > 1);
+        }
+        assert_eq!(spread, 6, "16, 32, 48, 80, 96 and 112 bytes are spread over lines");
     }
 
     #[test]
