@@ -33,6 +33,7 @@ unsafe impl Send for Table {}
 
 /// A shard per cache line: threads freeing large blocks at once take
 /// different shards' locks without taking each other's line.
+const _: () = assert!(core::mem::size_of::<SpinLock<Table>>() <= 64);
 static TABLES: [CacheLine<SpinLock<Table>>; SHARDS] =
     [const { CacheLine(SpinLock::new(Table { slots: core::ptr::null_mut(), mask: 0, len: 0 })) }; SHARDS];
 

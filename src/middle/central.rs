@@ -55,6 +55,9 @@ struct Class {
     spans: SpinLock<Spans>,
 }
 
+// The lock and both counters on one line, which `CacheLine` keeps to itself.
+const _: () = assert!(core::mem::size_of::<Class>() <= 64);
+
 /// The central slab over one page heap.
 pub struct CentralSlab<'h> {
     heap: &'h PageHeap,

@@ -115,6 +115,14 @@ impl<T> Drop for SpinGuard<'_, T> {
 #[repr(align(64))]
 pub struct CacheLine<T>(pub T);
 
+// A `CacheLine` starts a line and owns every line it touches: its size is
+// rounded up to whole lines, so an array's neighbours never share one.
+const _: () = assert!(
+    core::mem::align_of::<CacheLine<u8>>() == 64
+        && core::mem::size_of::<CacheLine<u8>>() == 64
+        && core::mem::size_of::<CacheLine<[u8; 65]>>() == 128
+);
+
 impl<T> Deref for CacheLine<T> {
     type Target = T;
     fn deref(&self) -> &T {
