@@ -4,7 +4,8 @@
 #   make install PREFIX=$HOME/.local     PREFIX/lib/librseqalloc.so, PREFIX/bin/rseqalloc-run
 #   make uninstall PREFIX=$HOME/.local   removes exactly those two files
 # DESTDIR is honoured for packaging. The library is the crate built as a
-# cdylib with the C API (feature `capi`), which is what preload/ builds too.
+# cdylib with the C API (feature `capi`), which is what preload/ builds too
+# (its build script sets the same cfg and library: build.rs).
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
@@ -16,7 +17,7 @@ all: $(LIB)
 
 # cargo knows when the library is up to date; make always asks it.
 $(LIB): FORCE
-	$(CARGO) rustc --release --lib -p rseqalloc --features capi --crate-type cdylib
+	$(CARGO) rustc --release --lib -p rseqalloc --features capi --crate-type cdylib -- --cfg rseqalloc_cdylib -l dylib=c
 
 install: $(LIB)
 	install -D -m 755 $(LIB) $(DESTDIR)$(LIBDIR)/librseqalloc.so

@@ -36,6 +36,17 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-soname,librseqalloc.so");
     }
 
+    // The C library links no `std` (src/capi/mod.rs says why), so it names
+    // the C library itself, as `std` did for it. `cfg(rseqalloc_cdylib)`
+    // marks that build: preload/'s here, the published crate's in its
+    // Makefile's `cargo rustc` flags; never an rlib with `capi` in a Rust
+    // program, whose `std` brings its own panic handler.
+    println!("cargo::rustc-check-cfg=cfg(rseqalloc_cdylib)");
+    if preload {
+        println!("cargo:rustc-cfg=rseqalloc_cdylib");
+        println!("cargo:rustc-link-lib=dylib=c");
+    }
+
     // The test hooks (`rseqalloc::test_hooks`, src/test_hooks.rs) are for
     // this repository's tests: built with RSEQALLOC_TEST_HOOKS=1, never in
     // preload/ or the published crate (no tests/ there). A build-time

@@ -97,11 +97,18 @@
 //! saying so. musl is such a target: it does not apply the IRELATIVE
 //! relocations through which the loader binds the sections.
 //!
-//! The allocator itself needs only `core` and libc (`no_std`); the C
-//! library (`capi`) and the test hooks link `std`, as does forwarding (for
-//! `std::alloc::System`).
+//! The allocator itself needs only `core` and libc (`no_std`), and so
+//! does `librseqalloc.so` (built with `panic = "abort"`, it brings its own
+//! panic handler: `capi`); the C API in a Rust program and the test hooks
+//! link `std`, as does forwarding (for `std::alloc::System`).
 
-#![cfg_attr(not(any(test, feature = "capi", rseqalloc_test_hooks)), no_std)]
+#![cfg_attr(
+    any(
+        not(any(test, feature = "capi", rseqalloc_test_hooks)),
+        all(rseqalloc_cdylib, panic = "abort", not(rseqalloc_test_hooks))
+    ),
+    no_std
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 

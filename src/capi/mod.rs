@@ -28,3 +28,32 @@
 mod bootstrap;
 mod exports;
 mod semantics;
+
+// The C library (`librseqalloc.so`, built with `panic = "abort"`) links no
+// `std` (lib.rs; unless built with the test hooks, which use it): `std`'s
+// panic machinery (message formatting, backtraces, DWARF parsing) was half
+// of the library's code, and it brought `libgcc_s` into every process,
+// pages that count in each process's RSS. Two items stand in for what
+// `std` provided.
+
+/// The panic handler. The allocator has no panicking path by design; a
+/// panic would be a bug, and it ends the process as every fatal error does.
+#[cfg(all(rseqalloc_cdylib, panic = "abort", not(rseqalloc_test_hooks)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    crate::platform::os::abort()
+}
+
+// The precompiled `core` names `rust_eh_personality` in its unwind tables
+// even under `panic = "abort"`. Nothing unwinds through the library; a
+// foreign exception that tried would reach this personality, which aborts.
+// Hidden, so that the library exports only the C API.
+#[cfg(all(rseqalloc_cdylib, panic = "abort", not(rseqalloc_test_hooks)))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, @function",
+    "rust_eh_personality:",
+    "    jmp abort@PLT",
+    ".size rust_eh_personality, . - rust_eh_personality",
+);
