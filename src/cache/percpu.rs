@@ -38,17 +38,34 @@ pub unsafe fn free(class: SizeClass, p: *mut u8) {
     unsafe { cs::rseqalloc_free_class(p, class.index()) }
 }
 
+/// Batches a refill or a flush moves at most in one trip to the middle end.
+/// A stack grown past two batches has shown the class misses often on this
+/// CPU: one that only allocates (or only frees) what another CPU frees (or
+/// allocates) then misses every batch, and each miss costs the section's
+/// retry, the region lock and a transfer-cache lock round trip whose lines
+/// last sat on the other CPU. Moving up to half the stack's capacity per
+/// trip, within this many batches, divides those by up to this factor; a
+/// small stack (a tiny heap, a class seldom used) still moves one batch.
+const MOVE_BATCHES: usize = 4;
+
+/// Objects a refill or flush of `class` moves when its stack holds up to
+/// `capacity` objects: half of that, one batch at least and `MOVE_BATCHES`
+/// at most, so that the stack keeps room for the opposite direction.
+fn move_size(class: SizeClass, capacity: usize) -> usize {
+    (capacity / 2).clamp(class.batch(), MOVE_BATCHES * class.batch())
+}
+
 /// The stack was empty (or the thread is not registered yet): register,
-/// grow the stack's capacity, and refill it with one batch. The caller (the
+/// grow the stack's capacity, and refill it (`move_size`). The caller (the
 /// front's slow-path entry) brought the allocator up in an rseq mode.
 #[inline]
 pub fn alloc_slow(class: SizeClass) -> *mut u8 {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    let mut buf = [core::ptr::null_mut(); MOVE_BATCHES * MAX_BATCH];
     let Some(region) = rseq::current_index().and_then(region) else {
         // No usable index (registration failed): go to the middle end.
         return if transfer::TRANSFER.take(class, &mut buf[..1]) == 1 { buf[0] } else { core::ptr::null_mut() };
     };
-    prepare(region, class, true);
+    let capacity = prepare(region, class, true);
     // The stack may have been refilled meanwhile (another thread on this
     // CPU, or our own registration just happened): try the fast path again.
     // SAFETY: as in `alloc`.
@@ -56,7 +73,7 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     if !p.is_null() {
         return p;
     }
-    let n = transfer::TRANSFER.take(class, &mut buf[..class.batch()]);
+    let n = transfer::TRANSFER.take(class, &mut buf[..move_size(class, capacity)]);
     if n == 0 {
         return core::ptr::null_mut();
     }
@@ -70,23 +87,23 @@ pub fn alloc_slow(class: SizeClass) -> *mut u8 {
     buf[rest]
 }
 
-/// The stack was full: grow its capacity if the budget allows, else flush a
-/// batch to the middle end. The caller (the front's slow-path entry) runs in
-/// an rseq mode.
+/// The stack was full: grow its capacity if the budget allows, else flush
+/// objects (`move_size`) to the middle end. The caller (the front's
+/// slow-path entry) runs in an rseq mode.
 ///
 /// # Safety
 /// `p` is an allocated object of `class` that the caller gives up.
 #[inline]
 pub unsafe fn free_slow(class: SizeClass, p: *mut u8) {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
+    let mut buf = [core::ptr::null_mut(); MOVE_BATCHES * MAX_BATCH + 1];
     if let Some(region) = rseq::current_index().and_then(region) {
-        prepare(region, class, false);
+        let capacity = prepare(region, class, false);
         // SAFETY: as in `free`.
         if unsafe { cs::rseqalloc_cs_push(class.index(), p) } {
             return;
         }
-        // SAFETY: buf has room for a batch.
-        let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), class.batch()) };
+        // SAFETY: buf has room for `move_size` objects and one more.
+        let n = unsafe { cs::rseqalloc_cs_pop_batch(class.index(), buf.as_mut_ptr(), move_size(class, capacity)) };
         buf[n] = p;
         // SAFETY: the popped objects and p are free objects of class.
         return unsafe { transfer::TRANSFER.give(class, &buf[..=n]) };
@@ -153,8 +170,9 @@ pub fn drain_count() -> u64 {
 
 /// Slow-path preparation after a miss: lay the region out on first use,
 /// count the miss (in the meta block and in the class's `aux`), and grow
-/// the class's capacity by a batch if the budget allows.
-fn prepare(region: Region, class: SizeClass, alloc_miss: bool) {
+/// the class's capacity by a batch if the budget allows. Returns the
+/// class's capacity in objects after that.
+fn prepare(region: Region, class: SizeClass, alloc_miss: bool) -> usize {
     let meta = region.meta();
     let locked = region.lock();
     locked.init(|| region.fence());
@@ -162,4 +180,5 @@ fn prepare(region: Region, class: SizeClass, alloc_miss: bool) {
     counter.fetch_add(1, Ordering::Relaxed);
     locked.note_miss(class);
     locked.grow(class, class.batch());
+    locked.capacity(class)
 }

@@ -306,6 +306,14 @@ impl LockedRegion {
         step
     }
 
+    /// `class`'s capacity in objects (0 while it is not laid out or is
+    /// stopped). Stable while the lock is held: only its holder moves `end`
+    /// and `begin`.
+    pub fn capacity(&self, class: SizeClass) -> usize {
+        let header = self.header(class);
+        header.end.saturating_sub(header.begin) as usize
+    }
+
     /// Sets the capacity of some classes while sections may be running on
     /// this region from any CPU: the remote-operation protocol (stop the
     /// stack, fence, then change it; `tests/model_remote.rs` checks it).
