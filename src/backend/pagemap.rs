@@ -43,7 +43,7 @@ const _: () = assert!(NUM_CLASSES <= RUN_BODY as usize && RUN_HEAD as usize + CH
 /// Per-span metadata, kept outside the span so the span holds only objects.
 #[repr(C)]
 pub struct Span {
-    /// Freed objects, linked through their first word.
+    /// The head of the free-object nodes (`middle::central`); null when none.
     pub free: *mut u8,
     /// Objects at carving positions `[bump, capacity)` have never been
     /// handed out (`SizeClass::carve_order` maps a position to an object).

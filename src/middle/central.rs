@@ -20,6 +20,13 @@
 //! go back to it, so memory one class emptied still serves the other classes
 //! and medium blocks first.
 //!
+//! A span's free objects are recorded without writing to most of them:
+//! their offsets are packed as 16-bit numbers into a few of them (nodes,
+//! `push_free`), so that a batch freed on one CPU and taken on another costs
+//! a write and a read of one object in ~`node_capacity`, not a link written
+//! into every object by one CPU and followed through every object, one
+//! dependent cache miss after another, by the other.
+//!
 //! The process has one central slab, `CENTRAL`; a test may build its own
 //! over a page heap of its own.
 
@@ -138,11 +145,8 @@ impl<'h> CentralSlab<'h> {
             let order = class.carve_order(span.capacity as usize);
             while got < out.len() {
                 let obj = if !span.free.is_null() {
-                    let obj = span.free;
-                    // SAFETY: a free object of this span stores the next free
-                    // one in its first word (written by `free_batch`).
-                    span.free = unsafe { *(obj as *mut *mut u8) };
-                    obj
+                    // SAFETY: the span's nodes, as `push_free` wrote them.
+                    unsafe { pop_free(span, base) }
                 } else if span.bump < span.capacity {
                     let at = order.object(span.bump as usize);
                     // SAFETY: at < capacity keeps the object inside the span.
@@ -187,9 +191,8 @@ impl<'h> CentralSlab<'h> {
             // SAFETY: the caller guarantees obj belongs to a live span of
             // this class, so g starts one.
             let span = unsafe { spans.list.span(map, g) };
-            // SAFETY: obj is a free object of at least 16 bytes.
-            unsafe { *(obj as *mut *mut u8) = span.free };
-            span.free = obj;
+            // SAFETY: obj is an object of this span, now free.
+            unsafe { push_free(span, map.granule_base(g), obj, class) };
             span.allocated -= 1;
             let emptied = span.allocated == 0;
             // SAFETY: as above, for every use of g below.
@@ -313,6 +316,98 @@ impl<'h> CentralSlab<'h> {
             self.spans_reused.load(Ordering::Relaxed),
         )
     }
+}
+
+/// A node's 16-bit slots: `NEXT` holds the next node's offset in the span
+/// in 16-byte units plus one (0: none), `COUNT` how many offsets (in the
+/// same units) it holds, in the slots `offset_slot` names.
+const NEXT: usize = 0;
+const COUNT: usize = 1;
+
+/// The slot of a node's `i`th offset: 2 and 3, then 8 on. Slots 4 to 7
+/// (bytes 8 to 16) are left alone: they hold the C API's freed stamp
+/// (`front/check.rs`), which must survive wherever a freed block sits.
+const fn offset_slot(i: usize) -> usize {
+    if i < 2 {
+        2 + i
+    } else {
+        6 + i
+    }
+}
+
+/// Offsets a node of `class` holds: every slot but `NEXT`, `COUNT` and the
+/// stamp's four (2 in a 16-byte object, 26 in a 64-byte one).
+fn node_capacity(class: SizeClass) -> usize {
+    class.size() / 2 - 6
+}
+
+/// `obj`'s offset in the span at `base`, in 16-byte units: below 2^14 for
+/// the largest spans (4 granules), so it fits a slot.
+fn offset_of(base: *mut u8, obj: *mut u8) -> u16 {
+    ((obj as usize - base as usize) >> 4) as u16
+}
+
+/// Reads slot `s` of node `node`.
+///
+/// # Safety
+/// `node` is a free object of at least `2 * (s + 1)` bytes.
+unsafe fn slot(node: *mut u8, s: usize) -> u16 {
+    // SAFETY: the caller's guarantee; objects are 16-byte aligned.
+    unsafe { (node as *const u16).add(s).read() }
+}
+
+/// Writes slot `s` of node `node`.
+///
+/// # Safety
+/// As for `slot`.
+unsafe fn set_slot(node: *mut u8, s: usize, v: u16) {
+    // SAFETY: the caller's guarantee.
+    unsafe { (node as *mut u16).add(s).write(v) }
+}
+
+/// Records `obj` as free in `span` (at `base`): its offset goes into the
+/// head node while it has room; otherwise `obj` becomes the head node.
+///
+/// # Safety
+/// `obj` is an object of `class` in that span, free from now on and not
+/// recorded yet; `span.free` heads its nodes (null: none).
+unsafe fn push_free(span: &mut pagemap::Span, base: *mut u8, obj: *mut u8, class: SizeClass) {
+    let head = span.free;
+    // SAFETY: a node is a free object of this class; every slot named is
+    // inside it (`node_capacity`).
+    unsafe {
+        if !head.is_null() {
+            let n = slot(head, COUNT) as usize;
+            if n < node_capacity(class) {
+                set_slot(head, offset_slot(n), offset_of(base, obj));
+                set_slot(head, COUNT, n as u16 + 1);
+                return;
+            }
+        }
+        set_slot(obj, NEXT, if head.is_null() { 0 } else { offset_of(base, head) + 1 });
+        set_slot(obj, COUNT, 0);
+    }
+    span.free = obj;
+}
+
+/// Takes a free object from `span` (at `base`): the last offset its head
+/// node holds, or, once it holds none, the node itself.
+///
+/// # Safety
+/// `span.free` is not null and heads nodes `push_free` wrote.
+unsafe fn pop_free(span: &mut pagemap::Span, base: *mut u8) -> *mut u8 {
+    let head = span.free;
+    // SAFETY: the caller's guarantee; offsets lie inside the span.
+    unsafe {
+        let n = slot(head, COUNT) as usize;
+        if n > 0 {
+            set_slot(head, COUNT, n as u16 - 1);
+            return base.add((slot(head, offset_slot(n - 1)) as usize) << 4);
+        }
+        let next = slot(head, NEXT) as usize;
+        span.free = if next == 0 { core::ptr::null_mut() } else { base.add((next - 1) << 4) };
+    }
+    head
 }
 
 impl Spans {
@@ -456,5 +551,42 @@ pub(crate) mod tests {
         assert_eq!(central.spares(class), 2);
         central.release_all();
         assert_eq!(central.span_counts(), (2, 2, 0));
+    }
+
+    #[test]
+    fn free_objects_are_recorded_in_a_few_of_them_and_their_stamps_kept() {
+        let heap = test_heap();
+        let central = CentralSlab::new(&heap);
+        for class in [classes().0, SizeClass::all().find(|c| c.size() == 64).unwrap(), classes().1] {
+            assert!(class.span_granules() * GRANULE / 16 <= u16::MAX as usize, "offsets fit a node's slots");
+            let cap = capacity(class);
+            let objects = take(&central, class, cap);
+            // A stamp in every object's second word, as C `free` leaves it.
+            let stamp = |p: *mut u8| (p as u64) ^ 0x5EC2E7;
+            // SAFETY: the objects are ours and at least 16 bytes long.
+            objects.iter().for_each(|&p| unsafe { (p as *mut u64).add(1).write(stamp(p)) });
+            // Odd ones first, then the rest, in two batches.
+            let (odd, even): (Vec<_>, Vec<_>) = objects.iter().enumerate().partition(|(i, _)| i % 2 == 1);
+            let order: Vec<*mut u8> = odd.into_iter().chain(even).map(|(_, &p)| p).collect();
+            // SAFETY: ours, of this class, given up once.
+            unsafe { central.free_batch(class, &order[..cap / 2]) };
+            let written = order[..cap / 2]
+                .iter()
+                // SAFETY: freed objects stay mapped; reading is fine.
+                .filter(|&&p| unsafe { *(p as *const u64) } != 0)
+                .count();
+            assert!(written <= (cap / 2).div_ceil(node_capacity(class)), "{written} of {} objects written", cap / 2);
+            // SAFETY: as above.
+            unsafe { central.free_batch(class, &order[cap / 2..cap - 1]) };
+            // SAFETY: as above.
+            assert!(objects.iter().all(|&p| unsafe { (p as *const u64).add(1).read() } == stamp(p)), "stamps kept");
+            let again = take(&central, class, cap - 1);
+            let want: HashSet<usize> = order[..cap - 1].iter().map(|&p| p as usize).collect();
+            assert_eq!(again.iter().map(|&p| p as usize).collect::<HashSet<_>>(), want, "the same objects, once each");
+            // SAFETY: as above.
+            unsafe { central.free_batch(class, &objects) };
+        }
+        central.release_all();
+        assert_eq!(central.span_counts().0, central.span_counts().1);
     }
 }
