@@ -138,7 +138,9 @@ def shootout(results, prefix, note=None):
     ):
         panels = []
         for t in cfg["threads"]:
-            rows = [(w, {n: cell[(w, t, n)][key] for n in names if (w, t, n) in cell}) for w in workloads]
+            # a workload run at its own thread counts (many-threads) has rows in its panels only
+            rows = [(w, {n: cell[(w, t, n)][key] for n in names if (w, t, n) in cell}) for w in workloads
+                    if any((w, t, n) in cell for n in names)]
             panels.append((f"{t} thread{'s' if t > 1 else ''}", rows))
         path = f"{prefix}-{metric}.svg"
         with open(path, "w") as f:

@@ -5,6 +5,7 @@
 # at tiny scale with glibc malloc.  ~3 min on 2 cores.
 #
 #   sh benches/workloads/check_workloads.sh
+#   PROGS="many_threads" sh benches/workloads/check_workloads.sh   # some of them
 #
 # mstress hands blocks between threads with a C11 atomic exchange, which
 # helgrind/drd cannot see; its valgrind build uses -DWL_VALGRIND
@@ -14,7 +15,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-PROGS="larson xmalloc cache_scratch cache_thrash mstress rptest alloc_test thread_churn big_blocks"
+PROGS=${PROGS:-"larson xmalloc cache_scratch cache_thrash mstress rptest alloc_test thread_churn big_blocks many_threads"}
 fail=0
 run() { # name cmd...
   name=$1; shift
@@ -36,5 +37,8 @@ for p in $PROGS; do
   # setarch -R: TSan needs a non-randomised layout on newer kernels
   run "tsan     $p" env TSAN_OPTIONS=halt_on_error=1 setarch -R "$T/tsan_$p" 4 0.02
   run "asan+ub  $p" "$T/asan_$p" 4 0.02
+  # many_threads is about pools far larger than the machine: its barriers and
+  # exchange with 256 threads alive at once
+  [ "$p" = many_threads ] && run "tsan     $p t=256" env TSAN_OPTIONS=halt_on_error=1 setarch -R "$T/tsan_$p" 256 0.02
 done
 exit $fail

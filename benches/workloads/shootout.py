@@ -49,9 +49,14 @@ WORKLOADS = [
     ("big-random", "big_blocks.c"),
     ("big-loop", "big_blocks.c"),
     ("big-held", "big_blocks.c"),
+    ("many-threads", "many_threads.c"),
 ]
 # Workloads that share a program pass it their shape in the environment.
 WORKLOAD_ENV = {w: {"WL_SHAPE": w} for w, src in WORKLOADS if src == "big_blocks.c"}
+# Workloads whose rows are their own thread counts, not 1 and 2 × CPUs
+# (unless --threads is given): many-threads shows what a pool far larger
+# than the machine costs.
+WORKLOAD_THREADS = {"many-threads": [64, 256, 1024]}
 DEFAULT_SCALE = 1.0
 QUICK_SCALE = 0.25
 
@@ -168,17 +173,21 @@ def run_once(exe, threads, scale, seed, preload, extra_env, timeout):
         stdout, stderr = out.read(), err.read()
     ru = {}
     steady_kib = None
+    mem = None
     for line in stdout.splitlines():
         if line.startswith("WLRUSAGE "):
             ru = dict(tok.partition("=")[::2] for tok in line.split()[1:])
         elif line.startswith("STEADY rss_kib="):
             steady_kib = int(line.split("=")[1])
+        elif line.startswith("MEM "):  # a workload's own memory readings (many_threads.c)
+            mem = {k: int(v) for k, v in (tok.partition("=")[::2] for tok in line.split()[1:])}
     code = int(ru["status"]) if "status" in ru else p.returncode
     rec = {
         "exit": code,
         "wall_s": round(wall, 4),
         "maxrss_kib": int(ru.get("maxrss_kib", 0)),
         "steady_kib": steady_kib,
+        "mem": mem,
         "user_s": float(ru.get("utime", 0)),
         "sys_s": float(ru.get("stime", 0)),
         "stderr": stderr[-1500:],
@@ -245,6 +254,9 @@ def main():
     scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else DEFAULT_SCALE)
     ncpu = os.cpu_count() or 1
     threads = [int(x) for x in args.threads.split(",")] if args.threads else sorted({1, 2 * ncpu})
+
+    def threads_of(wname):
+        return threads if args.threads else WORKLOAD_THREADS.get(wname, threads)
     workloads = WORKLOADS
     if args.only:
         want = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -297,11 +309,11 @@ def main():
     load_before = os.getloadavg()
     t_start = time.monotonic()
     results = {}  # (workload, threads, alloc) -> list of records
-    total = len(workloads) * len(threads) * runs * len(active)
+    total = sum(len(threads_of(w)) for w, _ in workloads) * runs * len(active)
     done = 0
     for wname, src in workloads:
         exe = os.path.join(BIN, os.path.splitext(src)[0])
-        for t in threads:
+        for t in threads_of(wname):
             for r in range(runs):
                 # rotate the allocator order between runs so drift hits everyone alike
                 order = active[r % len(active):] + active[:r % len(active)] if active else []
@@ -320,7 +332,7 @@ def main():
     # checksum agreement: per (workload, threads) all runs of all allocators must agree
     failures = [("pre-flight", 0, n, p, "") for n, p in preflight_fail.items()]
     for wname, _ in workloads:
-        for t in threads:
+        for t in threads_of(wname):
             sums = {}
             for name, *_ in active:
                 for rec in results.get((wname, t, name), []):
@@ -350,6 +362,9 @@ def main():
             "wall_s": statistics.median([x["wall_s"] for x in recs]) if recs else None,
             "unit": good[0]["unit"] if good else None,
         }
+        mems = [x["mem"] for x in good if x["mem"]]
+        if mems:
+            summary[(wname, t, name)]["mem"] = {k: statistics.median([m[k] for m in mems]) for k in mems[0]}
 
     # ---- the table
     names = [a[0] for a in allocs]
@@ -373,7 +388,7 @@ def main():
     print("|" + "|".join(["---"] * 2 + ["---:"] * (len(hdr) - 2)) + "|")
     ratio_logs = {n: [] for n in names}
     for wname, _ in workloads:
-        for t in threads:
+        for t in threads_of(wname):
             row = [wname, str(t)]
             best_thr, best_rss, best_steady = None, None, None
             for n in peers:
@@ -409,7 +424,7 @@ def main():
                     row += ["–", "–"] + (["–"] if steady_on else [])
             print("| " + " | ".join(row) + " |")
     geo = ["**geomean thr ÷ best peer**", ""]
-    nrows = len(workloads) * len(threads)
+    nrows = sum(len(threads_of(w)) for w, _ in workloads)
     for n in names:
         if not ratio_logs[n]:
             geo.append("–")
@@ -421,6 +436,20 @@ def main():
     if has_rseq:
         geo += ["", ""] + ([""] if steady_on else [])
     print("| " + " | ".join(geo) + " |")
+    mem_rows = [(w, t) for w, _ in workloads for t in threads_of(w)
+                if any("mem" in summary.get((w, t, n), {}) for n in names)]
+    if mem_rows:
+        print()
+        print("With every thread still alive (the workload's MEM line, medians): RSS holding the working sets "
+              "/ RSS after every thread freed its working set; `live` = the working sets' bytes.")
+        print()
+        print("| workload | thr | live | " + " | ".join(names) + " |")
+        print("|---|---|---:|" + "---:|" * len(names))
+        for w, t in mem_rows:
+            cells = [summary.get((w, t, n), {}).get("mem") for n in names]
+            live = next(m["live_kib"] for m in cells if m)
+            print(f"| {w} | {t} | {mib(live)} | " + " | ".join(
+                f"{mib(m['held_rss_kib'])} / {mib(m['empty_rss_kib'])}" if m else "–" for m in cells) + " |")
     units = sorted({(w, s["unit"]) for (w, _, _), s in summary.items() if s["unit"]})
     print()
     print("Units: " + "; ".join(f"{w} = {u}/s" for w, u in units))
@@ -435,7 +464,8 @@ def main():
 
     if args.json:
         out = {
-            "config": {"scale": scale, "runs": runs, "threads": threads, "seed": args.seed,
+            "config": {"scale": scale, "runs": runs, "seed": args.seed,
+                       "threads": sorted({t for w, _ in workloads for t in threads_of(w)}),
                        "cpus": ncpu, "host": platform.node(),
                        "loadavg_before": load_before, "loadavg_after": load_after, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "allocators": [{"name": n, "preload": p, "env": e, "note": note,
