@@ -6,7 +6,7 @@
  * THREADS threads are alive at once.  Each holds LIVE / THREADS blocks (its
  * working set: 70% 16..128 B, 22% 129 B..1 KiB, 7% 1..8 KiB, 1% 8..32 KiB,
  * about 700 B on average, 22 MiB over all threads at the default LIVE)
- * and does OPS / THREADS steps: pick a random slot, take its block out,
+ * and does 4 M × SCALE / THREADS steps: pick a random slot, take its block out,
  * put a new block of a random size in.  The old block is freed by its
  * owner, except one step in ten, when it is handed off: put in a random
  * mailbox of a shared exchange of EXCHANGE mailboxes (a mutex and one
@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
   int live = env_int("WL_LIVE", 32768, 1, 1 << 24);
   handoff_pct = env_int("WL_HANDOFF", 10, 0, 100);
   ws = live / nthreads > 0 ? live / nthreads : 1;
-  steps = wl_scaled(a.scale, 16000000, 1000) / (uint64_t)nthreads;
+  steps = wl_scaled(a.scale, 4000000, 1000) / (uint64_t)nthreads;
   if (steps < 16) steps = 16;
 
   targ_t *ta = (targ_t *)calloc((size_t)nthreads + 1, sizeof(targ_t)); /* [nthreads]: main */

@@ -63,11 +63,15 @@ QUICK_SCALE = 0.25
 # Debian packages that provide the peers (checked with apt-cache on bookworm).
 PEER_PACKAGES = ["libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"]
 DEFAULT_TCG = "/var/tmp/tcg/shim/libtcmalloc_google.so"
+DEFAULT_SNM = "/var/tmp/snm/shim/libsnmallocshim.so"
 
 
 def allocator_table(args):
     """(name, preload path or None, extra env, note).  Order = table column order."""
     rseq = args.rseqalloc or os.path.join(REPO, "target", "release", "librseqalloc.so")
+    # snmalloc is a column only when asked for (--snmalloc), so that the
+    # everyday tables keep their shape and length
+    snm = args.snmalloc
     return [
         ("glibc", None, {}, "system ptmalloc2 + tcache (no preload)"),
         ("jemalloc", os.path.join(LIBDIR, "libjemalloc.so.2"), {}, "Debian libjemalloc2"),
@@ -77,6 +81,7 @@ def allocator_table(args):
         ("google-tc", args.tcmalloc_google or DEFAULT_TCG,
          {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"},
          "google/tcmalloc per-CPU (build_tcmalloc_google.sh; glibc rseq off)"),
+    ] + ([("snmalloc", snm, {}, "snmalloc 0.3.8 shim (build_snmalloc.sh)")] if snm else []) + [
         ("rseqalloc", rseq, {}, "this project (target/release/librseqalloc.so)"),
     ] + ([("rseq-before", args.baseline, {}, "another build of this project (--baseline), not a peer")]
          if args.baseline else [])
@@ -241,6 +246,8 @@ def main():
     ap.add_argument("--baseline", default=None, metavar="PATH",
                     help="another librseqalloc.so (say, before a change), run interleaved as column "
                          "rseq-before; not a peer")
+    ap.add_argument("--snmalloc", default=None, metavar="PATH",
+                    help=f"add a snmalloc column: its preloadable build ({DEFAULT_SNM} from build_snmalloc.sh)")
     ap.add_argument("--tcmalloc-google", default=None, help=f"path of the Google TCMalloc preload shim (default {DEFAULT_TCG})")
     ap.add_argument("--env", action="append", default=[], metavar="ALLOC:KEY=VAL",
                     help="extra environment for one allocator, e.g. rseqalloc:RSEQALLOC_VERBOSE=1 (repeatable)")
@@ -272,7 +279,7 @@ def main():
         bad = [a for a in want if a not in known]
         if bad:
             ap.error(f"unknown allocator(s) {bad}; known: {[a[0] for a in allocs]}")
-        allocs = [a for a in allocs if a[0] in want or a[0] == "rseq-before"]
+        allocs = [a for a in allocs if a[0] in want or a[0] in ("rseq-before", "snmalloc")]
     extra = {}
     for e in args.env:
         name, _, kv = e.partition(":")
@@ -282,7 +289,7 @@ def main():
         extra.setdefault(name, {})[k] = v
 
     for flag, path in (("--rseqalloc", args.rseqalloc), ("--baseline", args.baseline),
-                       ("--tcmalloc-google", args.tcmalloc_google)):
+                       ("--tcmalloc-google", args.tcmalloc_google), ("--snmalloc", args.snmalloc)):
         if path and not os.path.exists(path):
             ap.error(f"{flag} {path}: no such file")
 
