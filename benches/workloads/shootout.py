@@ -184,7 +184,7 @@ def run_once(exe, threads, scale, seed, preload, extra_env, timeout):
             ru = dict(tok.partition("=")[::2] for tok in line.split()[1:])
         elif line.startswith("STEADY rss_kib="):
             steady_kib = int(line.split("=")[1])
-        elif line.startswith("MEM "):  # a workload's own memory readings (many_threads.c)
+        elif line.startswith("POOL "):  # many_threads.c's own readings (RSS with the threads alive, CPU time)
             mem = {k: int(v) for k, v in (tok.partition("=")[::2] for tok in line.split()[1:])}
     code = int(ru["status"]) if "status" in ru else p.returncode
     rec = {
@@ -369,7 +369,7 @@ def main():
             "wall_s": statistics.median([x["wall_s"] for x in recs]) if recs else None,
             "unit": good[0]["unit"] if good else None,
         }
-        mems = [x["mem"] for x in good if x["mem"]]
+        mems = [dict(x["mem"], cpu_ns=x["mem"]["cpu_ms"] * 1e6 / x["ops"]) for x in good if x["mem"]]
         if mems:
             summary[(wname, t, name)]["mem"] = {k: statistics.median([m[k] for m in mems]) for k in mems[0]}
 
@@ -447,8 +447,9 @@ def main():
                 if any("mem" in summary.get((w, t, n), {}) for n in names)]
     if mem_rows:
         print()
-        print("With every thread still alive (the workload's MEM line, medians): RSS holding the working sets "
-              "/ RSS after every thread freed its working set; `live` = the working sets' bytes.")
+        print("With every thread still alive (the workload's POOL line, medians): RSS holding the working sets "
+              "/ RSS after every thread freed its working set / CPU time of the process per operation in the "
+              "timed phase; `live` = the working sets' bytes.")
         print()
         print("| workload | thr | live | " + " | ".join(names) + " |")
         print("|---|---|---:|" + "---:|" * len(names))
@@ -456,7 +457,8 @@ def main():
             cells = [summary.get((w, t, n), {}).get("mem") for n in names]
             live = next(m["live_kib"] for m in cells if m)
             print(f"| {w} | {t} | {mib(live)} | " + " | ".join(
-                f"{mib(m['held_rss_kib'])} / {mib(m['empty_rss_kib'])}" if m else "–" for m in cells) + " |")
+                f"{mib(m['held_rss_kib'])} / {mib(m['empty_rss_kib'])} / {m['cpu_ns']:.0f} ns" if m else "–"
+                for m in cells) + " |")
     units = sorted({(w, s["unit"]) for (w, _, _), s in summary.items() if s["unit"]})
     print()
     print("Units: " + "; ".join(f"{w} = {u}/s" for w, u in units))
