@@ -114,6 +114,6 @@ PY
 }
 # rustc mangles the shim names (v0 scheme): ...12___rust_alloc, ...14___rust_dealloc.
 count target/release/examples/fastpath rust '\d+___rust_alloc$' '\d+___rust_dealloc$' > target/fastpath-rust.txt
-count target/release/librseqalloc.so c '^(__libc_)?malloc$' '^free$' > target/fastpath-c.txt
+count target/release/librseqalloc.so c '^(__libc_)?malloc$' '^(__libc_)?free$' > target/fastpath-c.txt
 cat target/fastpath-rust.txt target/fastpath-c.txt
 grep -h ' instructions, no lock' target/fastpath-rust.txt target/fastpath-c.txt

@@ -27,12 +27,12 @@ const PTRDIFF_MAX: usize = isize::MAX as usize;
 
 /// Allocates `size` bytes at 16-byte alignment: for small sizes one tail
 /// call of the small entry point, which in this library also clears the
-/// freed stamp (and on a miss goes to `rseqalloc_c_malloc_miss`). Checked
-/// mode marks every block, so it takes the slow path (as does the first
-/// allocation, before init).
+/// freed stamp, and on a miss goes to `rseqalloc_c_malloc_miss`. Every
+/// section misses before init and in checked mode, so that miss path is
+/// where the allocator comes up and where checked mode marks its blocks.
 #[inline(always)]
 pub(super) fn alloc(size: usize) -> *mut u8 {
-    if size <= MAX_SMALL && check::stamping() {
+    if size <= MAX_SMALL {
         // SAFETY: size ≤ MAX_SMALL.
         return unsafe { cs::rseqalloc_malloc_small(size) };
     }
@@ -41,8 +41,8 @@ pub(super) fn alloc(size: usize) -> *mut u8 {
 
 /// Where the small entry point goes on a miss in this library: the
 /// per-CPU slow path, then what a C allocation needs besides (the stamp
-/// cleared, as a hit clears it; during init a bootstrap block; errno on
-/// failure).
+/// cleared, as a hit clears it; checked mode's mark; during init a bootstrap
+/// block; errno on failure).
 #[no_mangle]
 extern "C" fn rseqalloc_c_malloc_miss(class: usize) -> *mut u8 {
     let Some(class) = SizeClass::from_index(class) else {
@@ -52,6 +52,7 @@ extern "C" fn rseqalloc_c_malloc_miss(class: usize) -> *mut u8 {
     if !p.is_null() {
         // SAFETY: a small object just handed to us.
         unsafe { check::clear_stamp(p) };
+        check::on_alloc(p);
         return p;
     }
     if init::initialising_here() {
@@ -61,20 +62,15 @@ extern "C" fn rseqalloc_c_malloc_miss(class: usize) -> *mut u8 {
 }
 
 /// Any size at any power-of-two alignment: over-aligned classes, medium and
-/// large blocks (for `intent`, which a small block ignores), checked mode,
-/// re-entry during init, and failure.
+/// large blocks (for `intent`, which a small block ignores), re-entry during
+/// init, and failure.
 #[cold]
 #[inline(never)]
 pub(super) fn alloc_slow(size: usize, align: usize, intent: Intent) -> *mut u8 {
     if size <= PTRDIFF_MAX {
         let p = match SizeClass::for_layout(size, align) {
-            Some(class) => {
-                let p = percpu::alloc(class);
-                if !p.is_null() {
-                    check::on_alloc(p);
-                }
-                p
-            }
+            // A miss of its section marks the block (`rseqalloc_c_malloc_miss`).
+            Some(class) => percpu::alloc(class),
             None => alloc_big(size, align, intent),
         };
         if !p.is_null() {
@@ -118,13 +114,19 @@ pub(super) unsafe fn free_any(op: &str, p: *mut u8) {
             // SAFETY: a block that passes `take` is an object of `class`
             // that the caller gives up.
             Ok(()) => unsafe { percpu::free(class, p) },
-            Err(why) => {
-                check::report(op, p, why);
-            }
+            Err(why) => reject(p, why, op),
         },
         // SAFETY: the caller's guarantee passes on.
-        None => unsafe { free_other(op, p) },
+        None => unsafe { free_other(p, op) },
     }
+}
+
+/// `check::report` with `p` first: `free_any` then keeps `p` in the
+/// register in which it arrived and passes it on (a move fewer each way).
+#[cold]
+#[inline(never)]
+fn reject(p: *mut u8, why: Bad, op: &str) {
+    check::report(op, p, why);
 }
 
 /// NULL, medium and large blocks, bootstrap blocks (never freed), and
@@ -135,7 +137,7 @@ pub(super) unsafe fn free_any(op: &str, p: *mut u8) {
 /// As for `free_any`.
 #[cold]
 #[inline(never)]
-unsafe fn free_other(op: &str, p: *mut u8) {
+unsafe fn free_other(p: *mut u8, op: &str) {
     // SAFETY: free_big touches only live medium runs and registered large
     // blocks, which the caller gives up.
     if p.is_null() || unsafe { free_big(p) } || bootstrap::size_of(p).is_some() {

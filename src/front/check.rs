@@ -23,7 +23,11 @@
 //!   pages exist only where the heap is) says which object
 //!   starts are handed out, flipped atomically by every C allocation and
 //!   free, so a free of a block that is not handed out is reported whatever
-//!   happened in between.
+//!   happened in between. The bits are flipped on the slow paths
+//!   (`on_alloc`, `on_free`), before a block leaves or enters a cache: init
+//!   runs the caches behind their try-locks in this mode (`Mode::Fallback`),
+//!   so that every operation takes a slow path, and the hit paths test no
+//!   mode at all (blocks are stamped in checked mode too).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
@@ -32,8 +36,7 @@ use crate::platform::config::{BadFree, Config};
 use crate::platform::os;
 use crate::platform::size_class::SizeClass;
 
-/// The stamp secret, odd; 0 before init and in checked mode, where the
-/// bitmap takes the stamps' place: the fast paths read only this word.
+/// The stamp secret, odd; 0 before init, when no small block exists.
 static SECRET: AtomicU64 = AtomicU64::new(0);
 static LEAK: AtomicBool = AtomicBool::new(false);
 /// Base of the checked mode's bitmap; 0 when not in checked mode.
@@ -54,9 +57,10 @@ pub enum Bad {
     SizeMismatch,
 }
 
-/// Reads the options into place; maps the bitmap in checked mode. Called
-/// once by init, after the arena exists.
-pub fn init(config: &Config) {
+/// Reads the options into place; maps the bitmap in checked mode, and
+/// returns whether checked mode is on. Called once by init, after the arena
+/// exists and before any small block does.
+pub fn init(config: &Config) -> bool {
     LEAK.store(config.bad_free == BadFree::Leak, Ordering::Relaxed);
     if config.checked {
         let (_, arena_bytes) = page_heap::HEAP.map().window();
@@ -66,14 +70,8 @@ pub fn init(config: &Config) {
         }
         BITMAP.store(bitmap as usize, Ordering::Relaxed);
     }
-    SECRET.store(if checked() { 0 } else { os::random_u64() | 1 }, Ordering::Relaxed);
-}
-
-/// Whether blocks are stamped (after init, outside checked mode): C
-/// `malloc`'s fast path needs nothing else.
-#[inline(always)]
-pub fn stamping() -> bool {
-    SECRET.load(Ordering::Relaxed) != 0
+    SECRET.store(os::random_u64() | 1, Ordering::Relaxed);
+    checked()
 }
 
 /// Whether checked mode is on (`RSEQALLOC_CHECK=1`).
@@ -93,19 +91,31 @@ pub unsafe fn clear_stamp(p: *mut u8) {
     unsafe { stamp(p).write(0) };
 }
 
-/// In checked mode, marks a block handed out by a C allocation (its stamp
+/// In checked mode, marks a small block the slow path hands out (its stamp
 /// is already clear). Blocks from outside the arena (bootstrap blocks during
 /// init) have no bit and are left alone.
-#[cold]
+#[inline]
 pub fn on_alloc(p: *const u8) {
     if checked() && in_arena(p) {
         flip(p, true);
     }
 }
 
-/// Whether the C API may free `p`, an object start of `class`: whether it
-/// is handed out. If so, marks it free (the caller then frees it); if not,
-/// says why (the caller reports it, off its hot path).
+/// In checked mode, marks a small block given back free, on the free slow
+/// path, before it enters any cache: false (after reporting it as a double
+/// free of `free`) if it was not handed out, and then it must be left alone.
+#[inline]
+pub fn on_free(p: *const u8) -> bool {
+    if !checked() || !in_arena(p) || flip(p, false) {
+        return true;
+    }
+    report("free", p, Bad::DoubleFree)
+}
+
+/// Whether the C API may free `p`, an object start of `class`: whether its
+/// freed stamp is absent. If so, stamps it (the caller then frees it); if
+/// not, says why (the caller reports it, off its hot path). Checked mode's
+/// bitmap is consulted later, on the free slow path (`on_free`).
 ///
 /// # Safety
 /// `SizeClass::object_at(map byte of p, p) == Some(class)`: `p` is where an
@@ -113,11 +123,7 @@ pub fn on_alloc(p: *const u8) {
 #[inline(always)]
 pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
     debug_assert!(class.is_object_start(p as usize));
-    let secret = SECRET.load(Ordering::Relaxed);
-    if secret == 0 {
-        return take_unstamped(p);
-    }
-    let mark = secret ^ p as u64;
+    let mark = SECRET.load(Ordering::Relaxed) ^ p as u64;
     // SAFETY: the caller's guarantee: p is an object start in a live span,
     // so its 16+ bytes are arena memory we may touch.
     unsafe {
@@ -127,18 +133,6 @@ pub unsafe fn take(p: *mut u8, class: SizeClass) -> Result<(), Bad> {
         stamp(p).write(mark);
     }
     Ok(())
-}
-
-/// `take` in checked mode: the block's bit says whether it is handed out.
-/// (The secret is 0 before init too, when no small block exists yet.)
-/// Inlined: a call here would make `free` keep a frame on its hot path.
-#[inline(always)]
-fn take_unstamped(p: *const u8) -> Result<(), Bad> {
-    if !checked() || flip(p, false) {
-        Ok(())
-    } else {
-        Err(Bad::DoubleFree)
-    }
 }
 
 /// Whether `p`, a pointer into a `class` span, is a handed-out block (for

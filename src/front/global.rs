@@ -139,6 +139,11 @@ extern "C" fn rseqalloc_alloc_slow(class: usize) -> *mut u8 {
 /// As for `free_slow`, with `class` a valid class index.
 #[no_mangle]
 unsafe extern "C" fn rseqalloc_free_slow(p: *mut u8, class: usize) {
+    // Checked mode (C API) unmarks the block here: every free misses there.
+    #[cfg(feature = "capi")]
+    if !crate::front::check::on_free(p) {
+        return;
+    }
     if let Some(class) = SizeClass::from_index(class) {
         // SAFETY: the caller's guarantee passes on.
         unsafe { free_slow(class, p) }

@@ -90,13 +90,19 @@ fn bring_up() -> bool {
     let Some(slabs) = region::map_slabs(ncpu, config.cpu_cache_bytes) else {
         return false;
     };
-    let (mode, area_off) = rseq::choose_mode(&config);
+    #[cfg(feature = "capi")]
+    let checked = crate::front::check::init(&config);
+    #[cfg(not(feature = "capi"))]
+    let checked = false;
+    // Checked mode marks every small block in its bitmap as it is handed
+    // out and given back, which only the slow paths do: so the caches run
+    // behind their try-locks, where every operation takes a slow path, and
+    // the critical sections (which mark nothing) never hit.
+    let (mode, area_off) = if checked { (rseq::Mode::Fallback, 0) } else { rseq::choose_mode(&config) };
     let index = rseq::choose_index(mode);
     fence::init(mode, config.membarrier);
     background::init(&config);
     crate::backend::large::init(&config);
-    #[cfg(feature = "capi")]
-    crate::front::check::init(&config);
     let at_exit = match config.stats_at_exit {
         None => 0,
         Some(crate::platform::config::Report::Text) => 1,

@@ -33,34 +33,44 @@ const SIZES: [u32; NUM_CLASSES] = [
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
 ];
 
-/// What `free` needs to tell an object start of a class, in one 16-byte
-/// entry per class (one cache line for four classes). The table has an
-/// entry for every class-map byte: those that name no class (0, a medium
-/// run's marker) keep the all-zero entry, which no address passes (an
-/// offset times 0 is never below 0), so C `free` needs no range check of
-/// the byte before it looks.
+/// What `free` needs to tell an object start of a class: three numbers per
+/// class-map byte, in three arrays, so that each is one scaled load from
+/// one base (a 16-byte entry would need its index shifted first). The bytes
+/// that name no class (0, a medium run's marker) keep all-zero numbers,
+/// which no address passes (an offset times 0 is never below a limit of 0),
+/// so C `free` needs no range check of the byte before it looks. For class
+/// size s, entry:
+/// - `multiplier` M = ⌊2⁶⁴ / s⌋ + 1: for an offset < 2³², `offset * M mod
+///   2⁶⁴` is below M exactly when the offset is a multiple of s (Lemire,
+///   Kaser & Kurz, "Faster remainder by direct computation", 2019), and for
+///   the multiple k·s it is k·e, with e = s·M - 2⁶⁴ in 1..=s;
+/// - `limit` n·e, for the n whole objects of a span (its tail holds none):
+///   the product is below it exactly at the starts of objects 0..n, since
+///   n·e ≤ span size < M, so one compare tests the multiple and the tail;
+/// - `span_mask` span size - 1: spans are aligned to their size, so an
+///   address masked by it is its offset in its span.
 #[cfg(any(test, feature = "capi"))]
-#[derive(Clone, Copy)]
 struct ObjectStarts {
-    /// ⌈2⁶⁴ / size⌉: `offset` < 2³² is a multiple of `size` exactly when
-    /// `offset * M mod 2⁶⁴ < M` (Lemire, Kaser & Kurz, "Faster remainder by
-    /// direct computation", 2019): a multiply instead of a division.
-    divisor: u64,
-    /// Span size - 1: spans are aligned to their size, so an address masked
-    /// by it is its offset in its span.
-    span_mask: u32,
-    /// The offset of the last whole object (the span's tail holds none).
-    last: u32,
+    multiplier: [u64; 256],
+    limit: [u64; 256],
+    span_mask: [u32; 256],
 }
 
 #[cfg(any(test, feature = "capi"))]
-const OBJECT_STARTS: [ObjectStarts; 256] = {
-    let mut e = [ObjectStarts { divisor: 0, span_mask: 0, last: 0 }; 256];
+static OBJECT_STARTS: ObjectStarts = {
+    let mut e = ObjectStarts { multiplier: [0; 256], limit: [0; 256], span_mask: [0; 256] };
     let mut c = 1;
     while c < NUM_CLASSES {
         let size = SIZES[c] as u64;
         let span = (SizeClass(c as u8).span_granules() << 16) as u64;
-        e[c] = ObjectStarts { divisor: u64::MAX / size + 1, span_mask: (span - 1) as u32, last: (span - size) as u32 };
+        // u64::MAX / size is ⌊2⁶⁴ / size⌋ except for a power of two, where
+        // it is one less.
+        let multiplier = u64::MAX / size + 1 + size.is_power_of_two() as u64;
+        let excess = size.wrapping_mul(multiplier);
+        assert!(excess >= 1 && excess <= size && span <= u32::MAX as u64);
+        e.multiplier[c] = multiplier;
+        e.limit[c] = (span / size) * excess;
+        e.span_mask[c] = (span - 1) as u32;
         c += 1;
     }
     e
@@ -68,12 +78,13 @@ const OBJECT_STARTS: [ObjectStarts; 256] = {
 
 #[cfg(any(test, feature = "capi"))]
 impl ObjectStarts {
-    /// Whether an object of this entry's class starts at `p`, an address in
-    /// one of its spans.
+    /// Whether an object of the class with map byte `byte` starts at `p`, an
+    /// address in one of its spans.
     #[inline(always)]
-    fn holds(&self, p: usize) -> bool {
-        let offset = (p & self.span_mask as usize) as u64;
-        offset.wrapping_mul(self.divisor) < self.divisor && offset <= self.last as u64
+    fn holds(&self, byte: u8, p: usize) -> bool {
+        let b = byte as usize;
+        let offset = (p as u32 & self.span_mask[b]) as u64;
+        offset.wrapping_mul(self.multiplier[b]) < self.limit[b]
     }
 }
 
@@ -221,7 +232,7 @@ impl SizeClass {
     #[inline(always)]
     #[cfg(any(test, feature = "capi"))]
     pub fn is_object_start(self, p: usize) -> bool {
-        OBJECT_STARTS[self.index()].holds(p)
+        OBJECT_STARTS.holds(self.0, p)
     }
 
     /// The class whose object starts at `p`, given the class-map byte of
@@ -231,7 +242,7 @@ impl SizeClass {
     #[inline(always)]
     #[cfg(any(test, feature = "capi"))]
     pub fn object_at(map_byte: u8, p: usize) -> Option<SizeClass> {
-        OBJECT_STARTS[map_byte as usize].holds(p).then_some(SizeClass(map_byte))
+        OBJECT_STARTS.holds(map_byte, p).then_some(SizeClass(map_byte))
     }
 
     /// Objects moved per batch between a CPU cache and the middle end: about
