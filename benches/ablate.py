@@ -86,7 +86,7 @@ import shootout  # noqa: E402
 
 PEERS = {
     name: (path, env)
-    for name, path, env, _ in shootout.allocator_table(argparse.Namespace(rseqalloc=None, tcmalloc_google=None))
+    for name, path, env, _ in shootout.allocator_table(argparse.Namespace(rseqalloc=None, tcmalloc_google=None, baseline=None))
     if name != "rseqalloc"
 }
 
@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--only", default=",".join(ABLATIONS),
                     help="comma-separated builds (default: every ablation); trials: " + ",".join(TRIALS))
     ap.add_argument("--peers", default="", help="comma-separated peers: " + ",".join(PEERS))
+    ap.add_argument("--baseline", help="another build of librseqalloc.so (e.g. main's) run beside, as rseq-before")
     ap.add_argument("--lock", help="a file to flock while the timed runs go on (not while building)")
     args = ap.parse_args()
 
@@ -160,6 +161,8 @@ def main():
             libs[n] = (lib, {})
         for p in peers:
             libs[p] = PEERS[p]
+        if args.baseline:
+            libs["rseq-before"] = (args.baseline, {})
         samples = {k: [] for k in libs}
         with open(args.lock, "a") if args.lock else contextlib.nullcontext() as lock:
             if lock:
