@@ -145,6 +145,13 @@ fi
 if [ "$mode" = valgrind ]; then stress_args=(4 2 3000) forks=2; else stress_args=(8 3 30000) forks=100; fi
 pre "$bin/stress" "${stress_args[@]}"
 check "stress: 0 corrupted blocks" $?
+# Checked mode marks blocks on the slow paths only, and runs every operation
+# through them: real use (threads, cross-thread frees, every entry point)
+# must give no false report.
+RSEQALLOC_CHECK=1 RSEQALLOC_STATS=1 pre "$bin/stress" "${stress_args[@]}" >/dev/null 2>"$work/checked.err" &&
+    RSEQALLOC_CHECK=1 pre "$bin/conformance" 2>/dev/null | cmp -s "$work/glibc.out" - &&
+    grep -q "^mode: *Fallback," "$work/checked.err" && ! grep -q "invalid pointer" "$work/checked.err"
+check "RSEQALLOC_CHECK=1: stress and conformance as without it, no bad-pointer report, caches in mode Fallback" $?
 pre "$bin/fork" "$forks"
 check "fork under allocating threads" $?
 if [ "$mode" != valgrind ]; then # RSS means nothing under valgrind

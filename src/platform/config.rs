@@ -278,7 +278,7 @@ pub const OPTIONS: [Opt; COUNT] = [
         name: c"RSEQALLOC_CHECK",
         kind: Kind::Flag,
         default: 0,
-        doc: "C API: `1` tracks every small block's state in a bitmap (1/128 of the heap's window, touched only where the heap is; an atomic per allocation and free), so every double free of a small block is caught",
+        doc: "C API: `1` tracks every small block's state in a bitmap (1/128 of the heap's window, touched only where the heap is; an atomic per allocation and free, and the caches run behind their try-locks, mode `Fallback`, so that every operation takes the slow path that flips the bit), so every double free of a small block is caught",
     },
     Opt {
         name: c"RSEQALLOC_DECAY_MS",

@@ -27,7 +27,9 @@ pub enum Mode {
     RseqGlibc,
     /// Critical sections through our own area, registered per thread.
     RseqOwn,
-    /// No critical sections: `sched_getcpu` plus a per-CPU try-lock.
+    /// No critical sections: `sched_getcpu` plus a per-CPU try-lock (rseq
+    /// unavailable, `RSEQALLOC_MODE=fallback`, or the C library's checked
+    /// mode, `RSEQALLOC_CHECK=1`).
     Fallback,
     /// Descriptor-free critical sections registered once as the kernel's
     /// restart regions (kernel-patch/, `PR_RSEQ_REGIONS`); the cache index
