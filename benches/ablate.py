@@ -84,10 +84,18 @@ BUILDS = {**ABLATIONS, **TRIALS}
 sys.path.insert(0, WORKLOADS)
 import shootout  # noqa: E402
 
+class NoOptions(argparse.Namespace):
+    """The shoot-out's options, all unset: every one it reads (and any it
+    adds later) is None, so its table has the default paths."""
+
+    def __getattr__(self, name):
+        return None
+
+
 PEERS = {
     name: (path, env)
-    for name, path, env, _ in shootout.allocator_table(argparse.Namespace(rseqalloc=None, tcmalloc_google=None, baseline=None))
-    if name != "rseqalloc"
+    for name, path, env, _ in shootout.allocator_table(NoOptions())
+    if name not in ("rseqalloc", "rseq-before")
 }
 
 
