@@ -62,9 +62,7 @@ struct Class {
 // The three counters, the lock word and the cache's header (`len`, `low`,
 // `capacity`) within the first line, which `CacheLine` keeps to itself; the
 // slots follow on lines of their own.
-const _: () = assert!(
-    core::mem::offset_of!(Class, cache) + core::mem::size_of::<SpinLock<[usize; 3]>>() <= 64
-);
+const _: () = assert!(core::mem::offset_of!(Class, cache) + core::mem::size_of::<SpinLock<[usize; 3]>>() <= 64);
 
 /// The transfer caches in front of one central slab.
 pub struct TransferCaches<'c> {
