@@ -100,6 +100,11 @@ impl Slab {
         self.mode
     }
 
+    /// What the sections index caches by (CPU ids or concurrency ids).
+    pub fn cache_index(&self) -> CacheIndex {
+        rseq::cache_index()
+    }
+
     /// Pushes on the current cache's stack of `class`. False when full or
     /// the thread has no usable index. `p` is an opaque token: sections store
     /// it and never dereference it.
@@ -232,6 +237,12 @@ impl Slab {
 /// run sections.
 pub fn register_thread() -> bool {
     rseq::current_index().is_some()
+}
+
+/// The cache the calling thread's sections would use now (it may change
+/// at once): a test counts which caches its threads reached.
+pub fn current_index() -> Option<usize> {
+    rseq::current_index()
 }
 
 /// Restart counts per section (pop, push, pop batch, push batch).

@@ -4,7 +4,11 @@
 //! remote thread shrinks, drains and regrows random caches with the fenced
 //! remote protocol. At the end every token must be accounted for exactly
 //! once, and the restart counters must show that each kind of section was
-//! restarted at least once.
+//! restarted at least once. The remote thread visits the caches in turn, and
+//! the run lasts until the workers have used as many caches as the process
+//! has CPUs and a remote operation (stop, fence, spill) has taken tokens out
+//! of each of them while the workers ran: at 64 vCPUs (the QEMU guest), the
+//! fences reach all 64.
 //!
 //! In fallback mode (RSEQALLOC_MODE=fallback, or no rseq) the same traffic
 //! goes through the locked path: tokens must be conserved, and nothing may
@@ -39,6 +43,8 @@ const TOKENS: usize = 8192;
 const CLASSES: [usize; 2] = [1, 9];
 #[cfg(rseqalloc_test_hooks)]
 const CAPACITY: usize = 48;
+/// The run's limit: at least this, and 2 s per CPU (a 64-vCPU guest under
+/// TCG runs every vCPU on the host's few cores).
 #[cfg(rseqalloc_test_hooks)]
 const MAX_SECONDS: u64 = 60;
 
@@ -74,12 +80,23 @@ impl Rng {
 static SPILLED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 #[cfg(rseqalloc_test_hooks)]
-fn worker(slab: &Slab, seed: u64, mut mine: Vec<usize>, stop: &AtomicBool, tid: &AtomicI32) -> Vec<usize> {
+fn worker(
+    slab: &Slab,
+    seed: u64,
+    mut mine: Vec<usize>,
+    stop: &AtomicBool,
+    tid: &AtomicI32,
+    used: &[AtomicU64],
+) -> Vec<usize> {
     tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     test_hooks::register_thread();
     let mut rng = Rng(seed | 1);
     let mut buf = [std::ptr::null_mut::<u8>(); 32];
     while !stop.load(Ordering::Relaxed) {
+        // Which cache this round's sections (most likely) use.
+        if let Some(n) = test_hooks::current_index().and_then(|i| used.get(i)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         if mine.len() < 32 {
             mine.append(&mut SPILLED.lock().unwrap());
         }
@@ -136,7 +153,10 @@ fn main() {
             slab.grow(cpu, class, CAPACITY);
         }
     }
-    println!("stress: mode {mode:?}, {threads} threads on {cpus} CPUs, {ncpu} caches, {TOKENS} tokens");
+    println!(
+        "stress: mode {mode:?}, caches by {:?}, {threads} threads on {cpus} CPUs, {ncpu} caches, {TOKENS} tokens",
+        slab.cache_index()
+    );
     if let Some(want) = common::expected_mode() {
         assert_eq!(mode, want, "stress: wrong mode");
     }
@@ -147,12 +167,16 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let tids: Arc<Vec<AtomicI32>> = Arc::new((0..threads).map(|_| AtomicI32::new(0)).collect());
     let per = TOKENS / threads;
+    // Per cache: rounds of worker sections on it, remote operations (and
+    // their fences) on it, tokens those spilled.
+    let counters = || Arc::new((0..ncpu).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+    let (used, remote_on, fenced, spilled_from) = (counters(), counters(), counters(), counters());
     let workers: Vec<_> = (0..threads)
         .map(|i| {
-            let (slab, stop, tids) = (slab.clone(), stop.clone(), tids.clone());
+            let (slab, stop, tids, used) = (slab.clone(), stop.clone(), tids.clone(), used.clone());
             // Token values are multiples of 16, as real objects would be.
             let mine: Vec<usize> = (i * per..(i + 1) * per).map(|t| (t + 1) << 4).collect();
-            std::thread::spawn(move || worker(&slab, i as u64 * 0x9E37_79B9 + 7, mine, &stop, &tids[i]))
+            std::thread::spawn(move || worker(&slab, i as u64 * 0x9E37_79B9 + 7, mine, &stop, &tids[i], &used))
         })
         .collect();
 
@@ -183,20 +207,28 @@ fn main() {
         })
     };
 
-    // The remote thread: shrink (often to nothing) a random class of a
-    // random cache while its CPU may be pushing and popping, keep what
-    // spills, and grow it back now and then.
+    // The remote thread: visit the caches in turn and shrink (often to
+    // nothing) a random class of each while its CPU may be pushing and
+    // popping, keep what spills, and grow it back now and then.
     let remote_ops = Arc::new(AtomicU64::new(0));
     let remote = {
         let (slab, stop, remote_ops) = (slab.clone(), stop.clone(), remote_ops.clone());
+        let (remote_on, fenced, spilled_from) = (remote_on.clone(), fenced.clone(), spilled_from.clone());
         std::thread::spawn(move || {
             let mut rng = Rng(999);
             let mut spilled = 0;
+            let mut cpu = 0;
             while !stop.load(Ordering::Relaxed) {
                 let r = rng.next();
-                let (cpu, class) = (r as usize % ncpu, CLASSES[(r >> 8) as usize % 2]);
+                cpu = (cpu + 1) % ncpu;
+                let class = CLASSES[(r >> 8) as usize % 2];
                 let capacity = (r >> 16) as usize % (CAPACITY + 1);
-                let out = slab.shrink_remote(cpu, class, capacity, || slab.fence(cpu));
+                let out = slab.shrink_remote(cpu, class, capacity, || {
+                    slab.fence(cpu);
+                    fenced[cpu].fetch_add(1, Ordering::Relaxed);
+                });
+                remote_on[cpu].fetch_add(1, Ordering::Relaxed);
+                spilled_from[cpu].fetch_add(out.len() as u64, Ordering::Relaxed);
                 spilled += out.len();
                 SPILLED.lock().unwrap().extend(out.into_iter().map(|p| p as usize));
                 if r & (1 << 40) == 0 {
@@ -209,14 +241,29 @@ fn main() {
         })
     };
 
-    // Run until every section restarted at least once (or the limit).
+    // Run until every section restarted at least once and the remote
+    // operations reached every cache the workers used, as many as there
+    // are CPUs (or the limit).
     let start = Instant::now();
     let rseq = mode != Mode::Fallback;
+    let limit = Duration::from_secs(MAX_SECONDS.max(2 * cpus as u64));
+    let want = cpus.min(threads).min(ncpu);
+    // The caches the workers used, and those of them nothing spilled from yet.
+    let reach = || {
+        let used: Vec<usize> = (0..ncpu).filter(|&i| used[i].load(Ordering::Relaxed) > 0).collect();
+        let unreached = used.iter().copied().filter(|&i| spilled_from[i].load(Ordering::Relaxed) == 0).collect();
+        (used, unreached)
+    };
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let r = test_hooks::restarts();
-        let done = if rseq { r.iter().all(|&n| n > 0) && start.elapsed() > run_for } else { start.elapsed() > run_for };
-        if done || start.elapsed() > Duration::from_secs(MAX_SECONDS) {
+        let (used, unreached): (Vec<usize>, Vec<usize>) = reach();
+        let done = if rseq {
+            r.iter().all(|&n| n > 0) && used.len() >= want && unreached.is_empty() && start.elapsed() > run_for
+        } else {
+            start.elapsed() > run_for
+        };
+        if done || start.elapsed() > limit {
             break;
         }
     }
@@ -239,6 +286,15 @@ fn main() {
         }
     }
     let restarts = test_hooks::restarts();
+    let (used_caches, unreached) = reach();
+    let least = |v: &[AtomicU64]| used_caches.iter().map(|&i| v[i].load(Ordering::Relaxed)).min().unwrap_or(0);
+    println!(
+        "stress: workers used {} caches (of {cpus} CPUs); each saw at least {} remote operations, {} fences and {} tokens spilled",
+        used_caches.len(),
+        least(&remote_on),
+        least(&fenced),
+        least(&spilled_from)
+    );
     println!(
         "stress: {:.1} s, {} signals, {} migrations, {} remote operations ({} tokens spilled), {} tokens cached at the end",
         start.elapsed().as_secs_f64(),
@@ -264,6 +320,8 @@ fn main() {
         for (name, n) in ["pop", "push", "pop batch", "push batch"].iter().zip(restarts) {
             assert!(n > 0, "the {name} section was never restarted");
         }
+        assert!(used_caches.len() >= want, "workers used only caches {used_caches:?}, fewer than the {want} CPUs");
+        assert!(unreached.is_empty(), "no remote operation spilled from caches {unreached:?} the workers used");
     } else {
         assert_eq!(restarts, [0; 4], "the fallback must never enter a section");
     }
