@@ -26,10 +26,14 @@ fn possible_cpus() -> usize {
     text.trim().split([',', '-']).filter_map(|s| s.parse::<usize>().ok()).max().unwrap_or(0) + 1
 }
 
-fn churn(seed: u64) {
+/// Steps of `churn` over all threads, beyond 20 threads: a 64-vCPU QEMU
+/// guest runs 130 threads on the host's few cores.
+const TOTAL_STEPS: usize = 4_000_000;
+
+fn churn(seed: u64, steps: usize) {
     let mut rng = common::Rng(seed | 1);
     let mut live: Vec<(usize, Layout)> = Vec::new();
-    for _ in 0..200_000 {
+    for _ in 0..steps {
         if live.len() < 500 && rng.below(2) == 0 {
             let layout = Layout::from_size_align(1 + rng.below(8000) as usize, 8).unwrap();
             // SAFETY: non-zero size.
@@ -51,7 +55,8 @@ fn main() {
     common::check_mode("sizing");
     let allowed = allowed_cpus();
     let threads = 2 * allowed.len() + 2;
-    let workers: Vec<_> = (0..threads).map(|t| std::thread::spawn(move || churn(t as u64 * 7919))).collect();
+    let steps = (TOTAL_STEPS / threads).min(200_000);
+    let workers: Vec<_> = (0..threads).map(|t| std::thread::spawn(move || churn(t as u64 * 7919, steps))).collect();
     workers.into_iter().for_each(|w| w.join().unwrap());
 
     let s = rseqalloc::stats();
