@@ -365,10 +365,38 @@ fn register_own_thread() -> bool {
 /// thread-local one. build.rs points both names at the thread-local storage
 /// in the asm (`--defsym`, asm's Data), so these bytes are never the
 /// symbols' values; nothing may refer to them from Rust.
+///
+/// They must not be constants: LLVM's constant merging points a promoted
+/// constant with the same bytes (a `"\u{0}"` literal, a `&0u8`, a `&false`
+/// in the same codegen unit) at an external constant of those bytes, and
+/// `--defsym` then turns that pointer into a garbage one (lld links the
+/// GOT-relative load of a symbol made thread-local without a word, putting
+/// the symbol's thread-pointer offset in the displacement). Which
+/// literals share the placeholders' unit changes with any edit, so a
+/// constant placeholder crashed whichever code drew the short straw.
+/// Atomics have interior mutability, so LLVM sees writable globals, which
+/// it never merges with anything.
 #[cfg(rseqalloc_export_area)]
 mod export {
+    use core::sync::atomic::AtomicU8;
+
     #[no_mangle]
-    static __rseq_abi: u8 = 0;
+    static __rseq_abi: AtomicU8 = AtomicU8::new(0);
     #[no_mangle]
-    static __rseq_refcount: u8 = 0;
+    static __rseq_refcount: AtomicU8 = AtomicU8::new(0);
+
+    /// Promoted constants equal to a placeholder's bytes, in the
+    /// placeholders' own module, keep their own addresses. Whether LLVM
+    /// sees both in one module depends on how the crate splits into codegen
+    /// units: with constant placeholders this test faulted after an
+    /// unrelated change elsewhere in the crate, and passed before it.
+    #[cfg(test)]
+    #[test]
+    fn constants_equal_to_the_placeholders_keep_their_own_address() {
+        let zero: &'static u8 = &0;
+        let flag: &'static bool = &false;
+        assert_eq!(*core::hint::black_box(zero), 0);
+        assert!(!*core::hint::black_box(flag));
+        assert_eq!(core::hint::black_box("\u{0}").as_bytes(), [0]);
+    }
 }
