@@ -53,7 +53,7 @@
 //!             after one, no section that read a cache earlier commits (fence)
 //!  platform/  syscalls (os), the spin lock (sync), options (config), size
 //!             classes (size_class), the public mode names (mode), numbers
-//!             (decimal)
+//!             (decimal), clearing reused memory backward (zero)
 //! ```
 //!
 //! Only the front brings the allocator up, picks the cache path by mode,

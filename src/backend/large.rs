@@ -25,7 +25,8 @@
 //! with `mremap`, no copy and no fault (`gather`): so freed pieces that are
 //! not neighbours still serve one request, and only what the cache lacks is
 //! new memory to fault in. A zeroed block from the cache is cleared with
-//! stores: its pages are resident, and the program is about to write them.
+//! stores, its end first: its pages are resident, and the program is about
+//! to write them from the start (`zero`).
 //!
 //! The cache is bounded: at most `CACHE_SLOTS` pieces and `cache_cap()`
 //! bytes, the largest of 8 MiB; four times the largest mapping freed so
@@ -53,6 +54,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::backend::registry;
 use crate::platform::config::Config;
 use crate::platform::os::{self, OS_PAGE};
+use crate::platform::zero::clear_for_writer;
 
 /// Marks a real header (a debugging aid; the registry is the authority).
 const MAGIC: u64 = 0x7273_6571_4c41_5247; // "rseqLARG"
@@ -129,7 +131,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             if zero && dirty.end > from {
                 // SAFETY: the piece left the cache for us alone; the bytes
                 // in `dirty` (within len) may hold old data, the rest is fresh.
-                unsafe { core::ptr::write_bytes(base.add(from), 0, dirty.end - from) };
+                unsafe { clear_for_writer(base.add(from), dirty.end - from) };
             }
             (base, len)
         }

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::page_heap::{PageHeap, HEAP};
 use crate::backend::pagemap::{RunAt, CHUNK_GRANULES, GRANULE};
+use crate::platform::zero::clear_for_writer;
 
 /// The largest medium block (and the largest alignment a medium run honours).
 pub const MAX_MEDIUM: usize = 1 << 20;
@@ -152,21 +153,22 @@ impl<'h> MediumRuns<'h> {
 /// pages (`madvise`) would cost a system call and then a fault and a kernel
 /// clear of every page written (glibc's `calloc` also clears reused memory
 /// with `memset`; clean granules, never written or given back, are skipped).
+/// The highest dirty granules go first, so that the block's start is what
+/// the clear leaves cached for the program's first writes (`zero`).
 ///
 /// # Safety
 /// The caller owns the run, and it covers `size` bytes and every bit of `dirty`.
 unsafe fn zero_dirty(block: *mut u8, size: usize, mut dirty: u32) {
     while dirty != 0 {
-        let start = dirty.trailing_zeros() as usize;
-        let len = (dirty >> start).trailing_ones() as usize;
-        dirty &= !((((1u64 << len) - 1) as u32) << start);
-        let (from, end) = (start * GRANULE, (start + len) * GRANULE);
-        let to = end.min(size);
-        if from >= to {
-            break;
+        // The highest stretch of set bits: granules [start, end).
+        let end = (u32::BITS - dirty.leading_zeros()) as usize;
+        let start = end - (dirty << (u32::BITS as usize - end)).leading_ones() as usize;
+        dirty &= ((1u64 << start) - 1) as u32;
+        let (from, to) = (start * GRANULE, (end * GRANULE).min(size));
+        if from < to {
+            // SAFETY: [from, to) lies inside the caller's run.
+            unsafe { clear_for_writer(block.add(from), to - from) };
         }
-        // SAFETY: [from, to) lies inside the caller's run.
-        unsafe { core::ptr::write_bytes(block.add(from), 0, to - from) };
     }
 }
 
@@ -224,6 +226,20 @@ mod tests {
         assert!(bytes.iter().all(|&b| b == 0));
         // SAFETY: z is ours.
         assert!(unsafe { medium.free(z) });
+    }
+
+    #[test]
+    fn only_dirty_granules_below_the_size_are_cleared() {
+        let mut run = std::vec![0xEEu8; 6 * GRANULE];
+        let size = 4 * GRANULE + 5;
+        // Granules 0 and 2 to 5 dirty (4 ends at `size`, 5 lies past it), 1 clean.
+        // SAFETY: the buffer covers six granules.
+        unsafe { zero_dirty(run.as_mut_ptr(), size, 0b11_1101) };
+        let granule = |g: usize| &run[g * GRANULE..(g + 1) * GRANULE];
+        assert!(granule(0).iter().all(|&b| b == 0));
+        assert!(granule(1).iter().all(|&b| b == 0xEE), "a clean granule is left alone");
+        assert!(run[2 * GRANULE..size].iter().all(|&b| b == 0));
+        assert!(run[size..].iter().all(|&b| b == 0xEE), "nothing past the size");
     }
 
     #[test]
